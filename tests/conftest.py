@@ -1,0 +1,66 @@
+"""Shared, session-scoped fixtures: the tiny models and synthetic data are built once per test run.
+
+Everything here is offline: the HF offline switches are set before any Hugging Face library is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory):
+    """A tiny random Qwen2-VL with no chat template (the base-model stand-in)."""
+    from data_prep.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-base"
+    build_tiny_model(out, variant="base", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_instruct_dir(tmp_path_factory):
+    """A tiny random Qwen2-VL with a Qwen2-VL-style chat template (the instruct stand-in)."""
+    from data_prep.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-instruct"
+    build_tiny_model(out, variant="instruct", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sat_parquet(tmp_path_factory):
+    """64 synthetic rows in SAT's exact schema (single- and two-image rows)."""
+    from data_prep.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("data") / "sat.parquet"
+    write_synthetic("sat", rows=64, seed=0, output=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cvbench_parquet(tmp_path_factory):
+    """48 synthetic rows in CV-Bench's exact schema."""
+    from data_prep.synthetic import write_synthetic
+
+    out = tmp_path_factory.mktemp("data") / "cvbench.parquet"
+    write_synthetic("cvbench", rows=48, seed=0, output=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sat_records_dir(sat_parquet, tmp_path_factory):
+    """The synthetic SAT rows converted by `data_prep.sat` (single-image rows only, as in the paper)."""
+    from data_prep.sat import convert
+
+    out = tmp_path_factory.mktemp("records") / "sat"
+    convert(str(sat_parquet), out, seed=0, multi_image="skip")
+    return out

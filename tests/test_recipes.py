@@ -1,0 +1,331 @@
+"""The recipes on the real TRL trainers, the real processor and the tiny model: configs, prompts, training, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from recipes import grpo_base, grpo_instruct, sft_baseline
+from recipes.common import CONFIG_DIR, REPO_ROOT
+from recipes.prompts import TEMPLATES, render, set_chat_template
+
+# The paper's prompts, written out independently of recipes/prompts.py (REFERENCE §1).
+PAPER_BASE_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question about the image, and the Assistant solves "
+    "it. The assistant first thinks about the reasoning process in the mind and then provides the user with the "
+    "answer.\nUser: {q} \nAssistant: Let me solve this step by step.\n<think>"
+)
+PAPER_INSTRUCT_TEXT = (
+    "{q}  Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
+)
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+PARSERS = {"grpo": grpo_base.make_parser, "sft": sft_baseline.make_parser}
+
+
+def parser_for(config: Path):
+    return PARSERS["sft" if config.stem.startswith("sft") else "grpo"]()
+
+
+ALL_CONFIGS = sorted(CONFIG_DIR.glob("*/*.yaml"))
+
+
+def test_there_is_a_config_per_experiment_and_size():
+    names = {f"{c.parent.name}/{c.name}" for c in ALL_CONFIGS}
+    for size in ("paper", "tiny"):
+        for experiment in ("grpo_base", "grpo_base_length", "grpo_instruct", "sft_baseline"):
+            assert f"{size}/{experiment}.yaml" in names
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_config_parses_with_its_recipe_parser(config):
+    script_args, training_args, model_args = parser_for(config).parse_args_and_config(["--config", str(config)])
+    assert model_args.model_name_or_path
+    assert script_args.prompt_template in TEMPLATES
+    header = config.read_text().splitlines()[:3]
+    assert any(line.lstrip("# ").startswith(("bash ", "python ", "accelerate ")) for line in header), (
+        f"{config}: the header comment must give the command that runs it"
+    )
+
+
+def test_a_misspelled_key_fails_parsing(tmp_path):
+    config = yaml.safe_load((CONFIG_DIR / "tiny/grpo_base.yaml").read_text())
+    config["learnig_rate"] = 1e-3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="learnig_rate"):
+        grpo_base.make_parser().parse_args_and_config(["--config", str(bad)])
+
+
+@pytest.mark.parametrize("name", ["grpo_base", "grpo_base_length", "grpo_instruct"])
+def test_paper_grpo_configs_hold_the_reference_values(name):
+    script_args, args, model_args = grpo_base.make_parser().parse_args_and_config(
+        ["--config", str(CONFIG_DIR / f"paper/{name}.yaml")]
+    )
+    expected_model = "Qwen/Qwen2-VL-2B-Instruct" if name == "grpo_instruct" else "Qwen/Qwen2-VL-2B"
+    assert model_args.model_name_or_path == expected_model
+    assert script_args.prompt_template == ("instruct" if name == "grpo_instruct" else "base")
+    assert (args.loss_type, args.beta, args.temperature, args.num_generations) == ("grpo", 0.04, 1.0, 8)
+    assert args.learning_rate == 1e-6 and args.num_train_epochs == 2 and args.num_iterations == 1
+    assert args.max_completion_length == 700
+    assert (script_args.min_pixels, script_args.max_pixels) == (3136, 401408)
+    # 8 prompts per optimizer step on 8 GPUs: 8 completions per device = one prompt's group.
+    assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8 * args.num_generations
+    assert args.bf16 and args.gradient_checkpointing and args.save_steps == 100
+    weights = dict(zip(script_args.reward_funcs, args.reward_weights, strict=True))
+    assert weights["accuracy"] == weights["format"] == 1.0 and weights["reflection"] == 0.0
+    assert script_args.accuracy_mode == "paper"
+    if name == "grpo_base_length":
+        assert weights["length"] == 1.0 and script_args.length_scale == 0.001
+    else:
+        assert "length" not in weights
+    assert "wandb" in args.report_to and args.run_name
+
+
+def test_paper_sft_config_holds_the_reference_values():
+    script_args, args, model_args = sft_baseline.make_parser().parse_args_and_config(
+        ["--config", str(CONFIG_DIR / "paper/sft_baseline.yaml")]
+    )
+    assert model_args.model_name_or_path == "Qwen/Qwen2-VL-2B" and script_args.chat_template == "qwen2vl"
+    assert args.learning_rate == 2e-5 and args.num_train_epochs == 2 and args.max_length == 1024
+    assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8
+    assert args.completion_only_loss and args.bf16
+
+
+def test_base_prompt_renders_the_paper_text_exactly(tiny_base_dir):
+    processor = AutoProcessor.from_pretrained(tiny_base_dir)
+    assert processor.chat_template is None  # the base recipe must not depend on a model chat template
+    template = TEMPLATES["base"]
+    set_chat_template(processor, template)
+    question = "Answer in natural language. Is the red circle left of the square? Choose between: left or right"
+    text = render(processor, template.messages(question))
+    assert text == IMAGE + PAPER_BASE_PROMPT.format(q=question)
+    assert "<|im_start|>" not in text and text.endswith("<think>")
+
+
+def test_instruct_prompt_goes_through_the_model_chat_template(tiny_instruct_dir):
+    processor = AutoProcessor.from_pretrained(tiny_instruct_dir)
+    template = TEMPLATES["instruct"]
+    set_chat_template(processor, template)
+    text = render(processor, template.messages("How many circles?"))
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        + IMAGE
+        + PAPER_INSTRUCT_TEXT.format(q="How many circles?")
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_instruct_prompt_on_a_model_without_chat_template_is_refused(tiny_base_dir):
+    processor = AutoProcessor.from_pretrained(tiny_base_dir)
+    with pytest.raises(ValueError, match="chat_template: qwen2vl"):
+        set_chat_template(processor, TEMPLATES["instruct"])
+
+
+def tiny_args(module, config: str, model_dir, data_dir, out_dir, *extra: str):
+    """Parse a shipped tiny config with the test's model, data and output folder (2 steps, no reporting)."""
+    argv = ["--config", str(CONFIG_DIR / config), "--model_name_or_path", str(model_dir)]
+    argv += ["--dataset_path", str(data_dir), "--output_dir", str(out_dir), "--report_to", "none"]
+    argv += ["--max_steps", "2", "--save_steps", "100", *extra]
+    return module.make_parser().parse_args_and_config(argv)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(before, model) -> dict[str, bool]:
+    return {name: not torch.equal(before[name], p.detach()) for name, p in model.named_parameters()}
+
+
+def run_and_check_training(module, config, model_dir, data_dir, out_dir, *extra):
+    """Train 2 steps through the recipe's `main`; return (trainer, before-weights)."""
+    args = tiny_args(module, config, model_dir, data_dir, out_dir, *extra)
+    initial = snapshot(AutoModelForImageTextToText.from_pretrained(model_dir))
+    trainer = module.main(*args)
+    assert trainer.state.global_step == 2
+    # The saved model reloads with plain from_pretrained and equals the trained weights.
+    reloaded = AutoModelForImageTextToText.from_pretrained(out_dir)
+    trained = dict(trainer.model.named_parameters())
+    for name, p in reloaded.named_parameters():
+        assert torch.equal(p, trained[name].detach()), name
+    AutoProcessor.from_pretrained(out_dir)
+    return trainer, initial
+
+
+def test_grpo_base_trains_every_parameter_and_logs_rewards(tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, initial = run_and_check_training(
+        grpo_base, "tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
+    )
+    moved = changed(initial, trainer.model)
+    assert all(moved.values()), [n for n, m in moved.items() if not m]
+    logged = set().union(*(entry.keys() for entry in trainer.state.log_history))
+    for name in ("accuracy_reward", "format_reward", "reflection_reward"):
+        assert f"rewards/{name}/mean" in logged
+    assert {"kl", "entropy", "completions/mean_length"} <= logged
+    # The saved processor renders prompts the same way (the plain chat template is saved with it).
+    assert AutoProcessor.from_pretrained(tmp_path / "run").chat_template == trainer.processing_class.chat_template
+
+
+@pytest.mark.parametrize("frozen", ["vision", "llm"])
+def test_freeze_options_really_freeze(frozen, tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, initial = run_and_check_training(
+        grpo_base,
+        "tiny/grpo_base.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        tmp_path / "run",
+        f"--freeze_{frozen}",
+        "true",
+    )
+    moved = changed(initial, trainer.model)
+    vision = {n: m for n, m in moved.items() if ".visual." in n}
+    rest = {n: m for n, m in moved.items() if ".visual." not in n}
+    assert vision and rest
+    if frozen == "vision":
+        assert not any(vision.values()) and all(rest.values())
+    else:
+        assert all(vision.values()) and not any(rest.values())
+
+
+def test_grpo_instruct_trains(tiny_instruct_dir, sat_records_dir, tmp_path):
+    trainer, initial = run_and_check_training(
+        grpo_instruct, "tiny/grpo_instruct.yaml", tiny_instruct_dir, sat_records_dir, tmp_path / "run"
+    )
+    assert all(changed(initial, trainer.model).values())
+    assert "rewards/accuracy_reward/mean" in trainer.state.log_history[0]
+
+
+def test_grpo_length_ablation_logs_the_length_reward(tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, _ = run_and_check_training(
+        grpo_base, "tiny/grpo_base_length.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
+    )
+    entry = trainer.state.log_history[0]
+    # 0.001 x completion tokens: between 0 and 0.001 x max_completion_length.
+    assert 0 < entry["rewards/length_reward/mean"] <= 0.001 * trainer.args.max_completion_length
+
+
+def test_sft_baseline_trains_on_the_answer_only(tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, initial = run_and_check_training(
+        sft_baseline, "tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
+    )
+    assert all(changed(initial, trainer.model).values())
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(rows)
+    tokenizer = trainer.processing_class.tokenizer
+    for ids, labels, row in zip(batch["input_ids"], batch["labels"], rows, strict=True):
+        answer = row["solution"]
+        assert tokenizer.decode(ids[labels != -100]).strip() == f"{answer}<|im_end|>"
+    # The base weights got the instruct chat template, saved with the model.
+    assert "<|im_start|>" in AutoProcessor.from_pretrained(tmp_path / "run").chat_template
+
+
+def run_recipe(script: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "recipes" / script), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=kwargs.pop("cwd", REPO_ROOT),
+        **kwargs,
+    )
+
+
+def test_dry_run_prints_rendered_prompts_and_does_not_train(tiny_base_dir, sat_records_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe(
+        "grpo_base.py",
+        *("--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)),
+        *("--dataset_path", str(sat_records_dir), "--output_dir", str(out), "--dry_run", "true"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("----- rendered prompt") == 2
+    assert IMAGE + "A conversation between User and Assistant." in result.stdout
+    assert "Assistant: Let me solve this step by step.\n<think>" in result.stdout
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+def test_no_arguments_offline_fails_fast_with_the_fix(tmp_path):
+    # The paper config: Qwen/Qwen2-VL-2B on data/sat_paper, neither of which exists offline (run from an empty dir).
+    result = run_recipe("grpo_base.py", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "bash launch/quickstart.sh" in result.stderr
+    assert "python -m data_prep.sat --input array/SAT" in result.stderr
+
+
+def test_missing_model_offline_names_the_quickstart(sat_records_dir, tmp_path):
+    result = run_recipe(
+        "grpo_base.py", "--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "o"), timeout=120
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Qwen/Qwen2-VL-2B" in result.stderr and "bash launch/quickstart.sh" in result.stderr
+
+
+def test_unknown_reward_name_lists_the_valid_ones(tiny_base_dir, sat_records_dir, tmp_path):
+    result = run_recipe(
+        "grpo_base.py",
+        *("--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)),
+        *("--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "o"), "--report_to", "none"),
+        *("--reward_funcs", "accuracy", "formatt", "--reward_weights", "1.0", "1.0"),
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for name in ("accuracy", "format", "length", "reflection"):
+        assert name in result.stderr
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model.safetensors")
+
+
+def test_killed_run_resumes_to_the_same_final_step_and_weights(tiny_base_dir, sat_records_dir, tmp_path):
+    common = [
+        *("--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)),
+        *("--dataset_path", str(sat_records_dir), "--report_to", "none", "--max_steps", "6", "--save_steps", "2"),
+    ]
+    straight = tmp_path / "straight"
+    result = run_recipe("grpo_base.py", *common, "--output_dir", str(straight), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "recipes/grpo_base.py"), *common, "--output_dir", str(killed)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while not (killed / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+
+    result = run_recipe(
+        "grpo_base.py", *common, "--output_dir", str(killed), "--resume_from_checkpoint", "last", timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((killed / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    # Same data order and the same sampling after resumption: the resumed run ends where the straight one does.
+    a, b = final_weights(straight), final_weights(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
