@@ -84,24 +84,70 @@ class RecipeArguments:
     )
     heldout_eval_steps: int = field(default=25, metadata={"help": "How often the held-out accuracy is measured."})
     heldout_samples: int | None = field(default=None, metadata={"help": "Score only the first N held-out records."})
+    heldout_max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest held-out completion; unset: the run's max_completion_length (GRPO), else 256."},
+    )
+    completion_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "SFT target: a format string over {answer} (the record's answer), e.g. "
+            "' I see it. </think><answer> {answer} </answer>'; unset: the bare answer."
+        },
+    )
 
 
-def default_config_args(argv: list[str], default_config: str) -> list[str]:
-    """Command-line arguments with ``--config <default>`` added when the user gave none."""
-    if "--config" in argv:
+def default_config_args(argv: list[str], default_config: str | None) -> list[str]:
+    """Command-line arguments with ``--config <default>`` added when the user gave none (and there is a default)."""
+    if default_config is None or "--config" in argv:
         return argv
     return ["--config", str(CONFIG_DIR / default_config), *argv]
 
 
-def run_cli(main, parser, argv: list[str] | None, default_config: str) -> None:
+def run_cli(main, parser, argv: list[str] | None, default_config: str | None) -> None:
     """Parse ``argv`` (the paper config when no --config is given), run ``main``, report `RecipeError`s plainly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    skip_deepspeed_shm_op()  # before parsing: the training arguments start DeepSpeed's comm backend
     args = default_config_args(sys.argv[1:] if argv is None else argv, default_config)
     try:
-        main(*parser.parse_args_and_config(args))
+        try:
+            parsed = parser.parse_args_and_config(args)
+        except ValueError as err:
+            raise RecipeError(config_error_message(err)) from None
+        main(*parsed)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def skip_deepspeed_shm_op() -> None:
+    """Keep DeepSpeed from compiling its CPU shared-memory all-reduce op, which training never uses.
+
+    With no GPU, every process that starts DeepSpeed's comm backend (``deepspeed.comm.torch.TorchBackend``)
+    JIT-compiles the ``deepspeed_shm_comm`` op with g++ unless ``deepspeed.ops.__compatible_ops__`` marks it
+    incompatible (on Linux it never does): 60-100 s and ~1.5 GB under ``$TORCH_EXTENSIONS_DIR`` on first use.
+    Only ``inference_all_reduce`` (DeepSpeed-Inference tensor parallelism) calls it; ZeRO training communicates
+    through torch.distributed (gloo on CPU). ``DS_SHM_COMM_OP=1`` keeps DeepSpeed's default (build it).
+    """
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true" or torch.cuda.is_available():
+        return
+    if os.environ.get("DS_SHM_COMM_OP", "0") == "1":
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def config_error_message(err: ValueError) -> str:
+    """Explain a configuration that TRL/transformers refused; bf16 on a machine without a GPU gets the way out."""
+    message = f"invalid configuration: {err}"
+    if "bf16" in str(err) and not torch.cuda.is_available():
+        message += (
+            "\nThe paper configs train in bf16 on GPUs and this machine has none. "
+            f"To run the same pipeline on a CPU, use the offline quickstart: {QUICKSTART}\n"
+            f"To train on SAT on a GPU machine, convert it first: {PREP_COMMAND.format(path='data/sat_paper')}"
+        )
+    return message
 
 
 def _is_local(path: str) -> bool:
@@ -156,7 +202,7 @@ def load_model(model_args, script_args: RecipeArguments, training_args):
         dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
         attn_implementation=attn_implementation(model_args.attn_implementation),
     )
-    if training_args.gradient_checkpointing:
+    if training_args.activation_checkpointing:
         # The trainer enables checkpointing; the KV cache is useless (and warned about) while it is on.
         model.config.use_cache = False
     freeze(model, vision=script_args.freeze_vision, llm=script_args.freeze_llm)
@@ -172,9 +218,31 @@ def freeze(model, vision: bool, llm: bool) -> None:
         model.lm_head.requires_grad_(False)
     if vision and llm:
         raise RecipeError("freeze_vision and freeze_llm are both set: nothing would train")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.1f%%)", trainable, total, 100 * trainable / max(total, 1))
+    log_zero3_partition(model)
+
+
+def _numel(param) -> int:
+    """A parameter's full size, also when ZeRO-3 has partitioned it (its local tensor is then empty)."""
+    return getattr(param, "ds_numel", param.numel())
+
+
+def log_zero3_partition(model) -> None:
+    """Under ZeRO-3, log how many parameter elements this rank holds: about 1/world-size of the model.
+
+    The model is built partitioned (``zero3_init_flag``); each parameter keeps only its own slice in
+    ``param.ds_tensor``. DeepSpeed later re-gathers, for good, the parameters smaller than
+    ``stage3_param_persistence_threshold`` (it logs their count as "Persistent parameters statistics").
+    """
+    params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
+    if not params:
+        return
+    local = sum(p.ds_tensor.numel() for p in params)
+    total = sum(p.ds_numel for p in params)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    logger.info("ZeRO-3 partitioned parameters: rank %d holds %d of %d elements", rank, local, total)
 
 
 def load_records(script_args: RecipeArguments) -> Dataset:
@@ -197,19 +265,50 @@ def load_records(script_args: RecipeArguments) -> Dataset:
     return records
 
 
-def to_prompts(records: Dataset, template: PromptTemplate, with_completion: bool = False) -> Dataset:
+def to_prompts(
+    records: Dataset,
+    template: PromptTemplate,
+    with_completion: bool = False,
+    completion_template: str | None = None,
+    completion_end: str = "",
+) -> Dataset:
     """Apply a prompt template: ``messages`` → conversational ``prompt`` (and ``completion`` for SFT).
 
-    Only the text column is read and written, so images are neither decoded nor held in memory.
+    The completion is the record's assistant turn (the bare answer), or ``completion_template`` formatted with
+    ``answer=`` that answer; ``completion_end`` is appended to it (see `completion_end`). Only the text column is
+    read and written, so images are neither decoded nor held in memory.
     """
+
+    def completion(turn: dict) -> dict:
+        if completion_template is None and not completion_end:
+            return turn
+        answer = "".join(part["text"] for part in turn["content"] if part["type"] == "text")
+        text = answer if completion_template is None else completion_template.format(answer=answer)
+        return {"role": turn["role"], "content": [{"type": "text", "text": text + completion_end}]}
 
     def apply(messages):
         out = {"prompt": [template.messages(prompt_text(m), num_images(m)) for m in messages]}
         if with_completion:
-            out["completion"] = [[turn for turn in m if turn["role"] == "assistant"] for m in messages]
+            out["completion"] = [[completion(turn) for turn in m if turn["role"] == "assistant"] for m in messages]
         return out
 
     return records.map(apply, input_columns=["messages"], batched=True, remove_columns=["messages"])
+
+
+def completion_end(processor) -> str:
+    """What an SFT completion must end with for the model to learn to stop.
+
+    Nothing when the chat template closes the assistant turn itself (Qwen2-VL's ``<|im_end|>``); the tokenizer's
+    EOS token when it adds nothing after the completion, as the role-free ``plain`` template does: TRL's
+    vision-language collator appends no EOS to prompt-completion data, so without it the model never sees a stop.
+    """
+    marker = "\x00completion"
+    probe = [
+        {"role": "user", "content": [{"type": "text", "text": "question"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+    ]
+    rendered = processor.apply_chat_template(probe, tokenize=False)
+    return processor.tokenizer.eos_token if rendered.endswith(marker) else ""
 
 
 def log_prompts(processor, dataset: Dataset, n: int, to_stdout: bool = False) -> list[str]:
@@ -238,10 +337,53 @@ def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None
     return str(resume)
 
 
-def setup_reporting(script_args: RecipeArguments, training_args) -> None:
-    """W&B project from the config, and W&B's files inside the run's output folder (found by `recipes.compare`)."""
+def load_checkpoint_weights(trainer, checkpoint: str) -> None:
+    """Put a checkpoint's weights into the (not yet wrapped) model before `Trainer.train` resumes from it.
+
+    transformers 5.23's Trainer resumes weights with a raw ``load_state_dict(strict=False)``; Qwen2-VL checkpoints
+    are saved under the legacy parameter names, so nothing matches and training silently restarts from the initial
+    weights (with the resumed optimizer). ``from_pretrained`` maps the names. The Trainer still restores the
+    optimizer, scheduler, RNG states and data position. DeepSpeed and FSDP restore weights their own way.
+    """
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return
+    model = trainer.model
+    restored = type(model).from_pretrained(
+        checkpoint, dtype=model.dtype, attn_implementation=model.config._attn_implementation
+    )
+    model.load_state_dict(restored.state_dict())
+
+
+def train_and_save(trainer, training_args) -> None:
+    """Train (resuming when asked), then save the final model and processor to ``output_dir``."""
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint is not None:
+        logger.info("resuming from %s", checkpoint)
+        load_checkpoint_weights(trainer, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    logger.info("saved the trained model to %s", training_args.output_dir)
+
+
+def setup_reporting(script_args: RecipeArguments, training_args, model_args=None) -> None:
+    """W&B project, group, tags and run name from the config, and W&B's files inside the run's output folder.
+
+    An exported WANDB_PROJECT / WANDB_RUN_GROUP / WANDB_DIR wins over the config. The tags ``experiment:<name of
+    the output folder>``, ``model:<model folder or hub name>`` and ``seed:<seed>`` are added to any WANDB_TAGS; a
+    run without ``run_name`` is named ``<experiment>-<model>-seed<seed>``. `recipes.compare` finds the offline run
+    under ``<output_dir>/wandb``.
+    """
     if script_args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", script_args.wandb_project)
+    if script_args.wandb_group:
+        os.environ.setdefault("WANDB_RUN_GROUP", script_args.wandb_group)
+    experiment = Path(training_args.output_dir).name
+    model = Path(model_args.model_name_or_path).name if model_args is not None else None
+    ours = {"experiment": experiment, "model": model, "seed": training_args.seed}
+    kept = [t for t in os.environ.get("WANDB_TAGS", "").split(",") if t and t.split(":")[0] not in ours]
+    os.environ["WANDB_TAGS"] = ",".join([*kept, *(f"{k}:{v}" for k, v in ours.items() if v is not None)])
+    if training_args.run_name is None:
+        training_args.run_name = "-".join(str(v) for v in (experiment, model, f"seed{training_args.seed}") if v)
     os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).resolve()))
     Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
 
@@ -255,17 +397,18 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
     records = load_records(script_args)
     check_model_available(model_args.model_name_or_path)
     processor = load_processor(model_args, script_args, template)
-    dataset = to_prompts(records, template, with_completion=with_completion)
-    setup_reporting(script_args, training_args)
+    end = completion_end(processor) if with_completion else ""
+    dataset = to_prompts(records, template, with_completion, script_args.completion_template, end)
+    setup_reporting(script_args, training_args, model_args)
     return template, processor, dataset
 
 
 def attach_callbacks(trainer, script_args: RecipeArguments) -> None:
     """Optional callbacks, each switched on by a recipe option (off by default)."""
-    if script_args.dump_trajectories:
-        from recipes.callbacks import TrajectoryDumpCallback
+    from recipes.callbacks import reporting_callbacks  # log history; completions table and trajectory dumps if set
 
-        trainer.add_callback(TrajectoryDumpCallback(trainer))
+    for callback in reporting_callbacks(trainer, script_args):
+        trainer.add_callback(callback)
     if script_args.heldout_dataset_path:
         from recipes.heldout import HeldoutAccuracyCallback
 

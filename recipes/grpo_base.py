@@ -22,8 +22,8 @@ from recipes.common import (
     load_model,
     log_prompts,
     prepare,
-    resolve_checkpoint,
     run_cli,
+    train_and_save,
 )
 from rewards import get_reward_funcs
 
@@ -54,7 +54,7 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
     # Model: loaded here (not by the trainer) so the freeze options apply before the optimizer sees the parameters.
     model = load_model(model_args, script_args, training_args)
 
-    # Train
+    # Trainer
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -63,12 +63,9 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
         processing_class=processor,
     )
     attach_callbacks(trainer, script_args)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
 
-    # Save: the final model and processor (chat template included), loadable with from_pretrained.
-    trainer.save_model(training_args.output_dir)
-    logger.info("saved the trained model to %s", training_args.output_dir)
+    # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
+    train_and_save(trainer, training_args)
     return trainer
 
 

@@ -22,8 +22,8 @@ from recipes.common import (
     load_model,
     log_prompts,
     prepare,
-    resolve_checkpoint,
     run_cli,
+    train_and_save,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,15 +40,12 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     # Model
     model = load_model(model_args, script_args, training_args)
 
-    # Train: completion-only loss (set in the YAML); images are decoded and processed per batch by the collator.
+    # Trainer: completion-only loss (set in the YAML); images are decoded and processed per batch by the collator.
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=processor)
     attach_callbacks(trainer, script_args)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
 
-    # Save
-    trainer.save_model(training_args.output_dir)
-    logger.info("saved the trained model to %s", training_args.output_dir)
+    # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
+    train_and_save(trainer, training_args)
     return trainer
 
 

@@ -38,6 +38,12 @@ def parser_for(config: Path):
     return PARSERS["sft" if config.stem.startswith("sft") else "grpo"]()
 
 
+def parse_config(config: Path, *overrides: str):
+    """Parse a shipped YAML; bf16 configs are checked on this CPU machine with use_cpu (bf16 is validated then)."""
+    cpu = ["--use_cpu", "true"] if yaml.safe_load(config.read_text()).get("bf16") else []
+    return parser_for(config).parse_args_and_config(["--config", str(config), *cpu, *overrides])
+
+
 ALL_CONFIGS = sorted(CONFIG_DIR.glob("*/*.yaml"))
 
 
@@ -50,7 +56,7 @@ def test_there_is_a_config_per_experiment_and_size():
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_config_parses_with_its_recipe_parser(config):
-    script_args, training_args, model_args = parser_for(config).parse_args_and_config(["--config", str(config)])
+    script_args, training_args, model_args = parse_config(config)
     assert model_args.model_name_or_path
     assert script_args.prompt_template in TEMPLATES
     header = config.read_text().splitlines()[:3]
@@ -70,9 +76,7 @@ def test_a_misspelled_key_fails_parsing(tmp_path):
 
 @pytest.mark.parametrize("name", ["grpo_base", "grpo_base_length", "grpo_instruct"])
 def test_paper_grpo_configs_hold_the_reference_values(name):
-    script_args, args, model_args = grpo_base.make_parser().parse_args_and_config(
-        ["--config", str(CONFIG_DIR / f"paper/{name}.yaml")]
-    )
+    script_args, args, model_args = parse_config(CONFIG_DIR / f"paper/{name}.yaml")
     expected_model = "Qwen/Qwen2-VL-2B-Instruct" if name == "grpo_instruct" else "Qwen/Qwen2-VL-2B"
     assert model_args.model_name_or_path == expected_model
     assert script_args.prompt_template == ("instruct" if name == "grpo_instruct" else "base")
@@ -82,7 +86,7 @@ def test_paper_grpo_configs_hold_the_reference_values(name):
     assert (script_args.min_pixels, script_args.max_pixels) == (3136, 401408)
     # 8 prompts per optimizer step on 8 GPUs: 8 completions per device = one prompt's group.
     assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8 * args.num_generations
-    assert args.bf16 and args.gradient_checkpointing and args.save_steps == 100
+    assert args.bf16 and args.activation_checkpointing and args.save_steps == 100
     weights = dict(zip(script_args.reward_funcs, args.reward_weights, strict=True))
     assert weights["accuracy"] == weights["format"] == 1.0 and weights["reflection"] == 0.0
     assert script_args.accuracy_mode == "paper"
@@ -94,9 +98,7 @@ def test_paper_grpo_configs_hold_the_reference_values(name):
 
 
 def test_paper_sft_config_holds_the_reference_values():
-    script_args, args, model_args = sft_baseline.make_parser().parse_args_and_config(
-        ["--config", str(CONFIG_DIR / "paper/sft_baseline.yaml")]
-    )
+    script_args, args, model_args = parse_config(CONFIG_DIR / "paper/sft_baseline.yaml")
     assert model_args.model_name_or_path == "Qwen/Qwen2-VL-2B" and script_args.chat_template == "qwen2vl"
     assert args.learning_rate == 2e-5 and args.num_train_epochs == 2 and args.max_length == 1024
     assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8
@@ -164,25 +166,41 @@ def run_and_check_training(module, config, model_dir, data_dir, out_dir, *extra)
     return trainer, initial
 
 
-def test_grpo_base_trains_every_parameter_and_logs_rewards(tiny_base_dir, sat_records_dir, tmp_path):
-    trainer, initial = run_and_check_training(
+# A random tiny model never answers correctly, so accuracy and format give every completion the same reward and GRPO
+# has no signal. The length ablation's reward differs between completions that stop early and those that run to the
+# limit, so the tests that check "every trainable parameter moved" use it.
+LENGTH = ("--reward_funcs", "accuracy", "format", "length", "reflection", "--reward_weights", "1", "1", "1", "0")
+
+
+def test_grpo_base_paper_rewards_are_logged_and_the_model_saved(tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, _ = run_and_check_training(
         grpo_base, "tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
     )
-    moved = changed(initial, trainer.model)
-    assert all(moved.values()), [n for n, m in moved.items() if not m]
     logged = set().union(*(entry.keys() for entry in trainer.state.log_history))
     for name in ("accuracy_reward", "format_reward", "reflection_reward"):
         assert f"rewards/{name}/mean" in logged
-    assert {"kl", "entropy", "completions/mean_length"} <= logged
+    assert {"kl", "entropy", "completions/mean_length", "reward", "reward_std"} <= logged
     # The saved processor renders prompts the same way (the plain chat template is saved with it).
     assert AutoProcessor.from_pretrained(tmp_path / "run").chat_template == trainer.processing_class.chat_template
+
+
+def test_grpo_length_ablation_trains_every_parameter(tiny_base_dir, sat_records_dir, tmp_path):
+    trainer, initial = run_and_check_training(
+        grpo_base, "tiny/grpo_base_length.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
+    )
+    moved = changed(initial, trainer.model)
+    assert all(moved.values()), [n for n, m in moved.items() if not m]
+    entry = trainer.state.log_history[0]
+    # 0.001 x completion tokens: between 0 and 0.001 x max_completion_length.
+    assert 0 < entry["rewards/length_reward/mean"] <= 0.001 * trainer.args.max_completion_length
+    assert entry["reward_std"] > 0
 
 
 @pytest.mark.parametrize("frozen", ["vision", "llm"])
 def test_freeze_options_really_freeze(frozen, tiny_base_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
         grpo_base,
-        "tiny/grpo_base.yaml",
+        "tiny/grpo_base_length.yaml",
         tiny_base_dir,
         sat_records_dir,
         tmp_path / "run",
@@ -201,19 +219,10 @@ def test_freeze_options_really_freeze(frozen, tiny_base_dir, sat_records_dir, tm
 
 def test_grpo_instruct_trains(tiny_instruct_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
-        grpo_instruct, "tiny/grpo_instruct.yaml", tiny_instruct_dir, sat_records_dir, tmp_path / "run"
+        grpo_instruct, "tiny/grpo_instruct.yaml", tiny_instruct_dir, sat_records_dir, tmp_path / "run", *LENGTH
     )
     assert all(changed(initial, trainer.model).values())
     assert "rewards/accuracy_reward/mean" in trainer.state.log_history[0]
-
-
-def test_grpo_length_ablation_logs_the_length_reward(tiny_base_dir, sat_records_dir, tmp_path):
-    trainer, _ = run_and_check_training(
-        grpo_base, "tiny/grpo_base_length.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
-    )
-    entry = trainer.state.log_history[0]
-    # 0.001 x completion tokens: between 0 and 0.001 x max_completion_length.
-    assert 0 < entry["rewards/length_reward/mean"] <= 0.001 * trainer.args.max_completion_length
 
 
 def test_sft_baseline_trains_on_the_answer_only(tiny_base_dir, sat_records_dir, tmp_path):
@@ -266,9 +275,21 @@ def test_no_arguments_offline_fails_fast_with_the_fix(tmp_path):
     assert "python -m data_prep.sat --input array/SAT" in result.stderr
 
 
+def test_a_misspelled_key_on_the_command_line_of_a_recipe_is_reported_plainly(tmp_path):
+    config = yaml.safe_load((CONFIG_DIR / "tiny/grpo_base.yaml").read_text())
+    config["num_generation"] = 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = run_recipe("grpo_base.py", "--config", str(bad), timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "num_generation" in result.stderr
+
+
 def test_missing_model_offline_names_the_quickstart(sat_records_dir, tmp_path):
     result = run_recipe(
-        "grpo_base.py", "--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "o"), timeout=120
+        "grpo_base.py",
+        *("--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "o"), "--bf16", "false"),
+        timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "Qwen/Qwen2-VL-2B" in result.stderr and "bash launch/quickstart.sh" in result.stderr
@@ -295,6 +316,7 @@ def test_killed_run_resumes_to_the_same_final_step_and_weights(tiny_base_dir, sa
     common = [
         *("--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)),
         *("--dataset_path", str(sat_records_dir), "--report_to", "none", "--max_steps", "6", "--save_steps", "2"),
+        *LENGTH,
     ]
     straight = tmp_path / "straight"
     result = run_recipe("grpo_base.py", *common, "--output_dir", str(straight), timeout=600)
