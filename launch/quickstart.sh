@@ -38,4 +38,4 @@ accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dyna
   recipes/grpo_base.py --config recipes/configs/tiny/grpo_base.yaml \
   --model_name_or_path "$OUT/tiny-base" --dataset_path "$OUT/sat" --output_dir "$OUT/grpo_base" --seed "$SEED" "$@"
 
-printf '\nDone.\n  checkpoint:     %s\n  W&B offline run: %s\n' "$OUT/grpo_base" "$(ls -d "$OUT"/grpo_base/wandb/offline-run-* 2>/dev/null | tail -n 1)"
+printf '\nDone.\n  checkpoint:     %s\n  W&B offline run: %s\n' "$OUT/grpo_base" "$(find "$OUT/grpo_base/wandb" -maxdepth 1 -name 'offline-run-*' 2>/dev/null | sort | tail -n 1)"

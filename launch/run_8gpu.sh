@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Launch a recipe on the GPUs of one machine with DeepSpeed ZeRO-3 (ZERO=2: ZeRO-2), through accelerate.
+# Usage: bash launch/run_8gpu.sh [RECIPE] [CONFIG] [overrides...]
+#   RECIPE     recipes/grpo_base.py (default), recipes/grpo_instruct.py or recipes/sft_baseline.py
+#   CONFIG     default recipes/configs/paper/<recipe name>.yaml; overrides go to the recipe (e.g. --max_steps 10)
+#   e.g.       bash launch/run_8gpu.sh recipes/sft_baseline.py recipes/configs/paper/sft_baseline.yaml
+# Environment (default): NUM_GPUS (8), MASTER_PORT (29500), ZERO (3), ACCELERATE_CONFIG (launch/accelerate_zero$ZERO.yaml),
+#   DS_CONFIG (zero$ZERO.json), OUTPUT_DIR and RUN_NAME (the config's), DDP_BACKEND (nccl on GPUs, gloo without),
+#   PYTHON (python), DRY_RUN (0; 1 prints the accelerate command instead of running it).
+# The paper configs give 8 prompts per optimizer step on 8 GPUs; with fewer GPUs keep that global batch, e.g.
+#   NUM_GPUS=4 bash launch/run_8gpu.sh recipes/grpo_base.py recipes/configs/paper/grpo_base.yaml --gradient_accumulation_steps 2
+# Without a GPU, NUM_GPUS CPU processes train over gloo (how the tests check this script: NUM_GPUS=2).
+# One machine is launch/run_multinode.sh with NNODES=1: this script sets that and hands over.
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  exit 0
+fi
+
+export NNODES=1 NODE_RANK=0 MASTER_ADDR=127.0.0.1 GPUS_PER_NODE=${NUM_GPUS:-8}
+exec bash "$(dirname "${BASH_SOURCE[0]}")/run_multinode.sh" "$@"
