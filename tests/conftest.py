@@ -6,12 +6,15 @@ Everything here is offline: the HF offline switches are set before any Hugging F
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# W&B stages offline table images under the user's home until `wandb sync`; keep the tests' copies out of it.
+os.environ.setdefault("WANDB_DATA_DIR", tempfile.mkdtemp(prefix="wandb-data-"))
 
 import pytest  # noqa: E402
 
