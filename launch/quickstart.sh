@@ -16,7 +16,7 @@ SEED=${SEED:-0}
 ROWS=${ROWS:-256}
 EVAL_ROWS=${EVAL_ROWS:-64}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false
+export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-tiny}
 mkdir -p "$OUT"
 
@@ -38,4 +38,11 @@ accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dyna
   recipes/grpo_base.py --config recipes/configs/tiny/grpo_base.yaml \
   --model_name_or_path "$OUT/tiny-base" --dataset_path "$OUT/sat" --output_dir "$OUT/grpo_base" --seed "$SEED" "$@"
 
-printf '\nDone.\n  checkpoint:     %s\n  W&B offline run: %s\n' "$OUT/grpo_base" "$(find "$OUT/grpo_base/wandb" -maxdepth 1 -name 'offline-run-*' 2>/dev/null | sort | tail -n 1)"
+step "CV-Bench-format evaluation of the trained model (same prompt and pixel bounds as training)"
+python recipes/eval_cvbench.py --model_name_or_path "$OUT/grpo_base" --dataset "$OUT/cvbench.parquet" \
+  --prompt base --min_pixels 3136 --max_pixels 12544 --max_new_tokens 64 --output_dir "$OUT/grpo_base/eval_cvbench"
+
+printf '\nDone.\n  checkpoint:      %s\n  W&B offline run: %s\n  CV-Bench results: %s\n' "$OUT/grpo_base" \
+  "$(find "$OUT/grpo_base/wandb" -maxdepth 1 -name 'offline-run-*' 2>/dev/null | sort | tail -n 1)" \
+  "$OUT/grpo_base/eval_cvbench/summary.md"
+

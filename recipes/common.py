@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, load_from_disk
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from data_prep.schema import num_images, prompt_text
@@ -221,7 +221,6 @@ def freeze(model, vision: bool, llm: bool) -> None:
     trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     total = sum(_numel(p) for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.1f%%)", trainable, total, 100 * trainable / max(total, 1))
-    log_zero3_partition(model)
 
 
 def _numel(param) -> int:
@@ -229,20 +228,24 @@ def _numel(param) -> int:
     return getattr(param, "ds_numel", param.numel())
 
 
-def log_zero3_partition(model) -> None:
-    """Under ZeRO-3, log how many parameter elements this rank holds: about 1/world-size of the model.
+class ZeroPartitionLogger(TrainerCallback):
+    """Under ZeRO-3, log on every rank, once training starts, how much of the model that rank holds.
 
-    The model is built partitioned (``zero3_init_flag``); each parameter keeps only its own slice in
-    ``param.ds_tensor``. DeepSpeed later re-gathers, for good, the parameters smaller than
-    ``stage3_param_persistence_threshold`` (it logs their count as "Persistent parameters statistics").
+    Each parameter then keeps only this rank's slice (``param.ds_tensor``, about 1/world-size of it), except the
+    tensors smaller than ``stage3_param_persistence_threshold``, which DeepSpeed keeps whole on every rank
+    (``param.ds_persist``). Silent without ZeRO-3.
     """
-    params = [p for p in model.parameters() if hasattr(p, "ds_tensor")]
-    if not params:
-        return
-    local = sum(p.ds_tensor.numel() for p in params)
-    total = sum(p.ds_numel for p in params)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    logger.info("ZeRO-3 partitioned parameters: rank %d holds %d of %d elements", rank, local, total)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        params = [p for p in model.parameters() if hasattr(p, "ds_tensor")] if model is not None else []
+        if not params:
+            return
+        whole = [p for p in params if getattr(p, "ds_persist", False)]
+        local = sum(p.ds_numel if getattr(p, "ds_persist", False) else p.ds_tensor.numel() for p in params)
+        total = sum(p.ds_numel for p in params)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        message = "ZeRO-3 partitioned parameters: rank %d holds %d of %d elements (%d of %d tensors kept whole)"
+        logger.info(message, rank, local, total, len(whole), len(params))
 
 
 def load_records(script_args: RecipeArguments) -> Dataset:
@@ -404,11 +407,12 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
 
 
 def attach_callbacks(trainer, script_args: RecipeArguments) -> None:
-    """Optional callbacks, each switched on by a recipe option (off by default)."""
+    """The recipes' callbacks: reporting (always), ZeRO-3 partition log, held-out accuracy when asked."""
     from recipes.callbacks import reporting_callbacks  # log history; completions table and trajectory dumps if set
 
     for callback in reporting_callbacks(trainer, script_args):
         trainer.add_callback(callback)
+    trainer.add_callback(ZeroPartitionLogger())  # logs only under ZeRO-3
     if script_args.heldout_dataset_path:
         from recipes.heldout import HeldoutAccuracyCallback
 
