@@ -10,6 +10,9 @@ row's ``prompt``) into a conversational prompt for TRL, plus the chat template i
 * ``instruct`` — the question plus the paper's think/answer instruction, inside the model's own chat template.
 * ``instruct_no_reasoning`` — the bare question inside the model's chat template (the SFT baseline, whose targets
   are bare answers).
+* ``base_short`` — ``base`` without the paper's preamble: role-free, ``User: … Assistant:``, ending with
+  ``<think>``, so it is scored exactly as ``base`` is. For models so small that the preamble's ~70 tokens would be
+  most of the compute (the mini R1-Zero experiment, `recipes/MINI_R1.md`); not a prompt of the paper.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _THINK_FIRST = (
 # Note the single space between the question and the newline, as in the paper.
 BASE_PROMPT = _SYSTEM + _THINK_FIRST + "\nUser: {question} \nAssistant: Let me solve this step by step.\n<think>"
 BASE_NO_REASONING_PROMPT = _SYSTEM + "\nUser: {question} \nAssistant: "
+BASE_SHORT_PROMPT = "User: {question} \nAssistant: <think>"
 # Note the two spaces after the question, as in the paper.
 INSTRUCT_PROMPT = (
     "{question}  Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
@@ -60,6 +64,7 @@ TEMPLATES = {
     "base_no_reasoning": PromptTemplate("base_no_reasoning", BASE_NO_REASONING_PROMPT, "plain"),
     "instruct": PromptTemplate("instruct", INSTRUCT_PROMPT, None),
     "instruct_no_reasoning": PromptTemplate("instruct_no_reasoning", INSTRUCT_NO_REASONING_PROMPT, None),
+    "base_short": PromptTemplate("base_short", BASE_SHORT_PROMPT, "plain"),
 }
 
 

@@ -1,0 +1,213 @@
+"""The mini R1-Zero experiment: the held-out accuracy callback, the SFT target with its stop token, and one shortened
+run of `launch/mini_r1.sh` in which GRPO must raise held-out accuracy on the colour question by 25 points or more.
+
+The end-to-end test is the project's strongest regression test: if data, prompts, rewards or training break, GRPO
+stops raising accuracy. It takes a few minutes of CPU (see `CI_ENV`); the full experiment is in recipes/MINI_R1.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_prep.sat import convert
+from data_prep.synthetic import write_synthetic
+from recipes import grpo_base, sft_baseline
+from recipes.common import CONFIG_DIR, REPO_ROOT
+from recipes.heldout import HeldoutAccuracyCallback
+from recipes.mini_r1 import build_result, series
+
+LAUNCHER = REPO_ROOT / "launch" / "mini_r1.sh"
+SFT_TARGET = " The image shows a shape. </think><answer> {answer} </answer><|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def color_records(tmp_path_factory):
+    """Six held-out colour records, through the normal data path (synthetic SAT-schema rows → data_prep.sat)."""
+    folder = tmp_path_factory.mktemp("mini")
+    write_synthetic("mini_color", rows=6, seed=1000, output=folder / "color.parquet")
+    convert(str(folder / "color.parquet"), folder / "color", seed=1000)
+    return folder / "color"
+
+
+def run_recipe(module, config: str, model_dir, data_dir, out_dir, *extra: str):
+    argv = ["--config", str(CONFIG_DIR / config), "--model_name_or_path", str(model_dir)]
+    argv += ["--dataset_path", str(data_dir), "--output_dir", str(out_dir), "--report_to", "none"]
+    argv += ["--save_strategy", "no", "--disable_tqdm", "true", *extra]
+    return module.main(*module.make_parser().parse_args_and_config(argv))
+
+
+def heldout_steps(trainer) -> list[int]:
+    return [entry["step"] for entry in trainer.state.log_history if "heldout/accuracy" in entry]
+
+
+def heldout_callback(trainer) -> HeldoutAccuracyCallback:
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, HeldoutAccuracyCallback))
+
+
+@pytest.mark.parametrize(("every", "max_steps", "expected"), [(1, 2, [0, 1, 2]), (2, 3, [0, 2, 3])])
+def test_heldout_accuracy_is_logged_at_start_every_n_steps_and_at_the_end(
+    every, max_steps, expected, tiny_base_dir, sat_records_dir, color_records, tmp_path
+):
+    trainer = run_recipe(
+        grpo_base,
+        "tiny/grpo_base.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        tmp_path / "run",
+        *("--max_steps", str(max_steps), "--heldout_dataset_path", str(color_records)),
+        *("--heldout_eval_steps", str(every), "--per_device_eval_batch_size", "4"),
+    )
+    assert heldout_steps(trainer) == expected
+    entry = next(e for e in trainer.state.log_history if "heldout/accuracy" in e)
+    assert 0.0 <= entry["heldout/accuracy"] <= 1.0 and 0.0 <= entry["heldout/format"] <= 1.0
+    # The training metrics keep their own entries (the held-out log does not flush them into its entry).
+    assert all("rewards/accuracy_reward/mean" not in e for e in trainer.state.log_history if "heldout/accuracy" in e)
+    assert sum("rewards/accuracy_reward/mean" in e for e in trainer.state.log_history) == max_steps
+    # The recipes keep the log history in the run folder, where `recipes.mini_r1 report` reads it.
+    assert series(json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"], "heldout/accuracy")
+
+
+def test_heldout_accuracy_works_for_sft_runs(tiny_base_dir, sat_records_dir, color_records, tmp_path):
+    trainer = run_recipe(
+        sft_baseline,
+        "tiny/sft_baseline.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        tmp_path / "run",
+        *("--max_steps", "2", "--heldout_dataset_path", str(color_records), "--heldout_eval_steps", "5"),
+        *("--heldout_max_new_tokens", "8"),
+    )
+    assert heldout_steps(trainer) == [0, 2]
+    assert heldout_callback(trainer).max_new_tokens == 8
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_heldout_accuracy_scores_greedy_answers_with_the_runs_accuracy_reward(
+    gated, tiny_base_dir, sat_records_dir, color_records, tmp_path, monkeypatch
+):
+    trainer = run_recipe(
+        grpo_base,
+        "tiny/grpo_base.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        tmp_path / "run",
+        *("--max_steps", "1", "--heldout_dataset_path", str(color_records), "--heldout_eval_steps", "5"),
+        *("--accuracy_requires_format", str(gated).lower(), "--per_device_eval_batch_size", "4"),
+    )
+    callback = heldout_callback(trainer)
+    truths = list(callback.dataset["solution"])
+
+    def answers(template):
+        served = iter(truths)  # the records are scored in order, batch after batch, on one process
+        return lambda model, prompts, images: [
+            [{"role": "assistant", "content": template.format(next(served))}] for _ in prompts
+        ]
+
+    # The base prompt ends with "<think>": a completion that closes the think block is well formed.
+    monkeypatch.setattr(callback, "_generate", answers(" red, so </think><answer> {} </answer>"))
+    assert callback.evaluate() == (len(truths), len(truths), len(truths))
+    # Right answer, broken format: counted only when the run's accuracy is not format-gated.
+    monkeypatch.setattr(callback, "_generate", answers("<answer>{}</answer>"))
+    assert callback.evaluate() == (0 if gated else len(truths), 0, len(truths))
+
+
+def test_heldout_accuracy_under_two_zero3_ranks_counts_every_record_once(
+    tiny_base_dir, sat_records_dir, color_records, tmp_path
+):
+    """Two real CPU processes under DeepSpeed ZeRO-3 (whose forward passes are collective): 5 records split 3 + 2,
+    the short shard padded, every measurement completes on both ranks and counts 5 records."""
+    config = json.loads((REPO_ROOT / "zero3.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # really partition the tiny model
+    (tmp_path / "zero3.json").write_text(json.dumps(config))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("ZERO", "ACCELERATE_CONFIG", "DDP_BACKEND", "RUN_NAME")}
+    env.update(NUM_GPUS="2", MASTER_PORT=str(port), DS_CONFIG=str(tmp_path / "zero3.json"), OMP_NUM_THREADS="1")
+    env.update(OUTPUT_DIR=str(tmp_path / "run"), PYTHON=sys.executable)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    args = ["--model_name_or_path", str(tiny_base_dir), "--dataset_path", str(sat_records_dir)]
+    args += ["--report_to", "none", "--max_steps", "3", "--save_strategy", "no", "--log_completions", "false"]
+    args += ["--heldout_dataset_path", str(color_records), "--heldout_samples", "5", "--heldout_eval_steps", "2"]
+    args += ["--per_device_eval_batch_size", "2"]
+    result = subprocess.run(
+        [
+            "bash",
+            str(REPO_ROOT / "launch" / "run_8gpu.sh"),
+            "recipes/grpo_base.py",
+            "recipes/configs/tiny/grpo_base.yaml",
+        ]
+        + args,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=900,  # a hang guard, not a speed check
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    for step in (0, 2, 3):  # logged by both ranks, each with the total over the two shards
+        assert log.count(f"step {step}: held-out accuracy") == 2, log[-3000:]
+    assert log.count("(5 records)") == 6
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    assert series(history, "heldout/accuracy") and [s for s, _ in series(history, "heldout/accuracy")] == [0, 2, 3]
+
+
+def test_sft_completions_through_the_plain_template_end_with_eos(tiny_base_dir, color_records, tmp_path):
+    """Stage A's target: the fixed think text and the answer, then the EOS the role-free template cannot add."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from recipes.common import prepare
+
+    config = CONFIG_DIR / "mini/sft_shape.yaml"
+    argv = ["--config", str(config), "--model_name_or_path", str(tiny_base_dir)]
+    argv += ["--dataset_path", str(color_records), "--output_dir", str(tmp_path / "run")]
+    _, processor, dataset = prepare(*sft_baseline.make_parser().parse_args_and_config(argv), with_completion=True)
+    rows = [dict(dataset[i]) for i in range(4)]
+    batch = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)(rows)
+    for ids, labels, row in zip(batch["input_ids"], batch["labels"], rows, strict=True):
+        assert processor.tokenizer.decode(ids[labels != -100]) == SFT_TARGET.format(answer=row["solution"])
+        assert ids[labels != -100][-1] == processor.tokenizer.eos_token_id
+
+
+def test_launcher_prints_its_usage():  # tests/test_launch.py runs shellcheck on it with the other launchers
+    usage = subprocess.run(["bash", str(LAUNCHER), "-h"], capture_output=True, text=True, check=True).stdout
+    for name in ("Usage: bash launch/mini_r1.sh [SEED]", "STAGE_A_STEPS", "STAGE_B_STEPS", "HELDOUT_ROWS", "OUT"):
+        assert name in usage
+
+
+def test_report_needs_the_stage_logs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="bash launch/mini_r1.sh"):
+        build_result(tmp_path, 0, {}, {})
+
+
+# A shortened run: a stage A long enough for the shape skill to switch on (it does so abruptly, around step 250
+# at seed 0), a few dozen GRPO steps, 100 held-out scenes.
+CI_ENV = {"STAGE_A_STEPS": "400", "STAGE_B_STEPS": "50", "HELDOUT_ROWS": "100", "HELDOUT_EVERY_B": "10"}
+
+
+def test_grpo_raises_heldout_accuracy_on_the_colour_question(tmp_path):
+    out = tmp_path / "seed0"
+    env = {**os.environ, **CI_ENV, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(LAUNCHER), "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("mini R1-Zero seed 0: held-out colour accuracy")
+
+    report = json.loads((out / "result.json").read_text())
+    steps = [step for step, _ in report["curve"]]
+    assert steps[0] == 0 and steps[-1] == 50 and steps == sorted(steps)
+    # The base was taught another question: on colour it is at chance; GRPO alone makes it look at the colour.
+    assert report["before"] <= 0.6, report["curve"]
+    assert report["after"] - report["before"] >= 0.25, report["curve"]
+    assert report["heldout_format"][-1][1] >= 0.9  # and it keeps the output format
+    assert set(report["timings"]) == {"prepare", "stage_a", "stage_b", "total"}
+    png = out / "curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 100_000
