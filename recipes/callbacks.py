@@ -57,7 +57,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
+
+from recipes.args import RecipeArguments
 
 logger = logging.getLogger(__name__)
 
@@ -284,3 +287,46 @@ def reporting_callbacks(trainer, script_args) -> list[TrainerCallback]:
     if script_args.dump_trajectories:
         callbacks.append(TrajectoryDumpCallback(trainer))
     return callbacks
+
+
+def setup_reporting(script_args: RecipeArguments, training_args, model_args=None) -> None:
+    """W&B project, group, tags and run name from the config, and W&B's files inside the run's output folder.
+
+    An exported WANDB_PROJECT / WANDB_RUN_GROUP / WANDB_DIR wins over the config. The tags ``experiment:<name of
+    the output folder>``, ``model:<model folder or hub name>`` and ``seed:<seed>`` are added to any WANDB_TAGS; a
+    run without ``run_name`` is named ``<experiment>-<model>-seed<seed>``. `recipes.compare` finds the offline run
+    under ``<output_dir>/wandb``.
+    """
+    if script_args.wandb_project:
+        os.environ.setdefault("WANDB_PROJECT", script_args.wandb_project)
+    if script_args.wandb_group:
+        os.environ.setdefault("WANDB_RUN_GROUP", script_args.wandb_group)
+    experiment = Path(training_args.output_dir).name
+    model = Path(model_args.model_name_or_path).name if model_args is not None else None
+    ours = {"experiment": experiment, "model": model, "seed": training_args.seed}
+    kept = [t for t in os.environ.get("WANDB_TAGS", "").split(",") if t and t.split(":")[0] not in ours]
+    os.environ["WANDB_TAGS"] = ",".join([*kept, *(f"{k}:{v}" for k, v in ours.items() if v is not None)])
+    if training_args.run_name is None:
+        training_args.run_name = "-".join(str(v) for v in (experiment, model, f"seed{training_args.seed}") if v)
+    os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).resolve()))
+    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+class ZeroPartitionLogger(TrainerCallback):
+    """Under ZeRO-3, log on every rank, once training starts, how much of the model that rank holds.
+
+    Each parameter then keeps only this rank's slice (``param.ds_tensor``, about 1/world-size of it), except the
+    tensors smaller than ``stage3_param_persistence_threshold``, which DeepSpeed keeps whole on every rank
+    (``param.ds_persist``). Silent without ZeRO-3.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        params = [p for p in model.parameters() if hasattr(p, "ds_tensor")] if model is not None else []
+        if not params:
+            return
+        whole = [p for p in params if getattr(p, "ds_persist", False)]
+        local = sum(p.ds_numel if getattr(p, "ds_persist", False) else p.ds_tensor.numel() for p in params)
+        total = sum(p.ds_numel for p in params)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        message = "ZeRO-3 partitioned parameters: rank %d holds %d of %d elements (%d of %d tensors kept whole)"
+        logger.info(message, rank, local, total, len(whole), len(params))

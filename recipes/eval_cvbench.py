@@ -59,7 +59,8 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, StringExtra
 from transformers import AutoModelForImageTextToText, GenerationConfig
 from trl import TrlParser
 
-from recipes.common import QUICKSTART, RecipeError, attn_implementation, check_model_available, load_processor, run_cli
+from recipes.cli import QUICKSTART, RecipeError, run_cli
+from recipes.models import attn_implementation, check_model_available, load_processor
 from recipes.prompts import TEMPLATES, PromptTemplate, get_template, render
 
 logger = logging.getLogger(__name__)

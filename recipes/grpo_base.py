@@ -15,16 +15,12 @@ import logging
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
-from recipes.common import (
-    RecipeArguments,
-    RecipeError,
-    attach_callbacks,
-    load_model,
-    log_prompts,
-    prepare,
-    run_cli,
-    train_and_save,
-)
+from recipes.args import RecipeArguments
+from recipes.cli import RecipeError, run_cli
+from recipes.common import attach_callbacks, prepare
+from recipes.data import log_prompts
+from recipes.models import load_model
+from recipes.runs import train_and_save
 from rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)

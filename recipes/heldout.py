@@ -27,7 +27,9 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from recipes.common import RecipeArguments, RecipeError, to_prompts
+from recipes.args import RecipeArguments
+from recipes.cli import RecipeError
+from recipes.data import to_prompts
 from recipes.prompts import get_template, render
 from rewards import get_reward_funcs
 from rewards.format import format_ok

@@ -16,15 +16,12 @@ import logging
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
-from recipes.common import (
-    RecipeArguments,
-    attach_callbacks,
-    load_model,
-    log_prompts,
-    prepare,
-    run_cli,
-    train_and_save,
-)
+from recipes.args import RecipeArguments
+from recipes.cli import run_cli
+from recipes.common import attach_callbacks, prepare
+from recipes.data import log_prompts
+from recipes.models import load_model
+from recipes.runs import train_and_save
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = "paper/sft_baseline.yaml"

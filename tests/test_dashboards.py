@@ -28,7 +28,7 @@ from recipes.callbacks import (
     latest_rollouts,
     trajectory_rows,
 )
-from recipes.common import REPO_ROOT
+from recipes.cli import REPO_ROOT
 from recipes.compare import read_wandb_offline
 
 EXPERIMENTS = ("grpo_base", "grpo_instruct", "sft_baseline", "grpo_base_length")

@@ -22,7 +22,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recipes.common import REPO_ROOT, RecipeError, run_cli
+from recipes.cli import REPO_ROOT, RecipeError, run_cli
 from recipes.eval_cvbench import (
     EvalArguments,
     OutputDir,
@@ -487,7 +487,7 @@ def test_two_processes_merge_to_the_single_process_result(reference, varied_mode
 def test_images_are_resized_within_the_pixel_bounds(tiny_base_dir, max_pixels, grid):
     from PIL import Image as PILImage
 
-    from recipes.common import load_processor
+    from recipes.models import load_processor
     from recipes.prompts import TEMPLATES, render
 
     args = EvalArguments(model_name_or_path=str(tiny_base_dir), output_dir="d", max_pixels=max_pixels)

@@ -19,7 +19,7 @@ import pytest
 from data_prep.sat import convert
 from data_prep.synthetic import write_synthetic
 from recipes import grpo_base, sft_baseline
-from recipes.common import CONFIG_DIR, REPO_ROOT
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.heldout import HeldoutAccuracyCallback
 from recipes.mini_r1 import build_result, series
 

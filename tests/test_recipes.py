@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from recipes import grpo_base, grpo_instruct, sft_baseline
-from recipes.common import CONFIG_DIR, REPO_ROOT
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.prompts import TEMPLATES, render, set_chat_template
 
 # The paper's prompts, written out independently of recipes/prompts.py (REFERENCE §1).

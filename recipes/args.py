@@ -1,0 +1,73 @@
+"""The recipes' own options (`RecipeArguments`): everything a run needs that is not a TRL training or model option.
+
+Defaults here are placeholders for the YAML configs (`recipes/configs/`), which set every value an experiment uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RecipeArguments:
+    """Options of the recipes that are not TRL training or model options."""
+
+    dataset_path: str = field(
+        default="data/sat_paper",
+        metadata={"help": "A dataset written by `python -m data_prep.sat` (a folder loadable with load_from_disk)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N records (quick experiments)."}
+    )
+    prompt_template: str = field(
+        default="base",
+        metadata={"help": "Prompt template from recipes/prompts.py: base, base_no_reasoning, instruct, ..."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Replace the model's chat template: 'qwen2vl' (instruct format) or 'plain' (no roles)."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Reward names from the `rewards` registry; weights go in `reward_weights`."},
+    )
+    accuracy_mode: str = field(default="paper", metadata={"help": "'paper' (the paper's three checks) or 'lenient'."})
+    accuracy_requires_format: bool = field(
+        default=False, metadata={"help": "Count accuracy only when the format reward is 1 (format-gated accuracy)."}
+    )
+    length_scale: float = field(default=0.001, metadata={"help": "Reward per completion token of the length reward."})
+    min_pixels: int = field(default=3136, metadata={"help": "Smallest image area (pixels) after resizing."})
+    max_pixels: int = field(default=401408, metadata={"help": "Largest image area (pixels) after resizing."})
+    freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower and its patch merger."})
+    freeze_llm: bool = field(default=False, metadata={"help": "Freeze the language model (embeddings and head too)."})
+    dry_run: bool = field(
+        default=False, metadata={"help": "Print the first rendered prompts (special tokens included) and exit."}
+    )
+    dry_run_samples: int = field(default=2, metadata={"help": "How many prompts --dry_run prints."})
+    wandb_project: str | None = field(default=None, metadata={"help": "W&B project (sets WANDB_PROJECT)."})
+    wandb_group: str | None = field(
+        default=None, metadata={"help": "W&B group shared by the runs of one ablation suite (sets WANDB_RUN_GROUP)."}
+    )
+    dump_trajectories: bool = field(
+        default=False,
+        metadata={
+            "help": "Write <output_dir>/trajectories/step-*.jsonl: prompt id, completion, each reward, per step."
+        },
+    )
+    heldout_dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Records (data_prep format) scored by greedy decoding every `heldout_eval_steps` steps."},
+    )
+    heldout_eval_steps: int = field(default=25, metadata={"help": "How often the held-out accuracy is measured."})
+    heldout_samples: int | None = field(default=None, metadata={"help": "Score only the first N held-out records."})
+    heldout_max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest held-out completion; unset: the run's max_completion_length (GRPO), else 256."},
+    )
+    completion_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "SFT target: a format string over {answer} (the record's answer), e.g. "
+            "' I see it. </think><answer> {answer} </answer>'; unset: the bare answer."
+        },
+    )

@@ -1,0 +1,93 @@
+"""From converted records to the trainer's dataset: loading, applying a prompt template, showing rendered prompts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datasets import Dataset, load_from_disk
+
+from data_prep.schema import num_images, prompt_text
+from recipes.args import RecipeArguments
+from recipes.cli import PREP_COMMAND, QUICKSTART, RecipeError
+from recipes.prompts import PromptTemplate, render
+
+logger = logging.getLogger(__name__)
+
+
+def load_records(script_args: RecipeArguments) -> Dataset:
+    """The records written by `data_prep.sat`, memory-mapped (images stay encoded until a batch needs them)."""
+    path = Path(script_args.dataset_path).expanduser()
+    if not (path / "dataset_info.json").exists() and not (path / "state.json").exists():
+        raise RecipeError(
+            f"no converted dataset at {path}.\nConvert SAT first: {PREP_COMMAND.format(path=path)}\n"
+            f"or run the offline quickstart on synthetic data: {QUICKSTART}"
+        )
+    records = load_from_disk(str(path))
+    missing = {"messages", "images", "solution"} - set(records.column_names)
+    if missing:
+        raise RecipeError(
+            f"{path} is not a data_prep record dataset (missing columns: {', '.join(sorted(missing))}); "
+            f"convert it with: {PREP_COMMAND.format(path=path)}"
+        )
+    if script_args.max_train_samples is not None:
+        records = records.select(range(min(script_args.max_train_samples, len(records))))
+    return records
+
+
+def to_prompts(
+    records: Dataset,
+    template: PromptTemplate,
+    with_completion: bool = False,
+    completion_template: str | None = None,
+    completion_end: str = "",
+) -> Dataset:
+    """Apply a prompt template: ``messages`` → conversational ``prompt`` (and ``completion`` for SFT).
+
+    The completion is the record's assistant turn (the bare answer), or ``completion_template`` formatted with
+    ``answer=`` that answer; ``completion_end`` is appended to it (see `completion_end`). Only the text column is
+    read and written, so images are neither decoded nor held in memory.
+    """
+
+    def completion(turn: dict) -> dict:
+        if completion_template is None and not completion_end:
+            return turn
+        answer = "".join(part["text"] for part in turn["content"] if part["type"] == "text")
+        text = answer if completion_template is None else completion_template.format(answer=answer)
+        return {"role": turn["role"], "content": [{"type": "text", "text": text + completion_end}]}
+
+    def apply(messages):
+        out = {"prompt": [template.messages(prompt_text(m), num_images(m)) for m in messages]}
+        if with_completion:
+            out["completion"] = [[completion(turn) for turn in m if turn["role"] == "assistant"] for m in messages]
+        return out
+
+    return records.map(apply, input_columns=["messages"], batched=True, remove_columns=["messages"])
+
+
+def completion_end(processor) -> str:
+    """What an SFT completion must end with for the model to learn to stop.
+
+    Nothing when the chat template closes the assistant turn itself (Qwen2-VL's ``<|im_end|>``); the tokenizer's
+    EOS token when it adds nothing after the completion, as the role-free ``plain`` template does: TRL's
+    vision-language collator appends no EOS to prompt-completion data, so without it the model never sees a stop.
+    """
+    marker = "\x00completion"
+    probe = [
+        {"role": "user", "content": [{"type": "text", "text": "question"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+    ]
+    rendered = processor.apply_chat_template(probe, tokenize=False)
+    return processor.tokenizer.eos_token if rendered.endswith(marker) else ""
+
+
+def log_prompts(processor, dataset: Dataset, n: int, to_stdout: bool = False) -> list[str]:
+    """Render the first ``n`` prompts exactly as the trainer will (special tokens included) and show them."""
+    texts = [render(processor, dataset[i]["prompt"]) for i in range(min(n, len(dataset)))]
+    for i, text in enumerate(texts):
+        banner = f"----- rendered prompt {i} -----"
+        if to_stdout:
+            print(f"{banner}\n{text}")
+        else:
+            logger.info("%s\n%s", banner, text)
+    return texts
