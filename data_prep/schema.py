@@ -7,12 +7,15 @@ SFT) are applied by the recipes (`recipes.prompts`), never here.
 Columns
 -------
 ``id``            stable source row id, ``"<source>:<split>:<row index>"`` (e.g. ``"array/SAT:train:42"``)
-``messages``      ``[{"role": "user", "content": [{"type": "image", "text": None}, ..., {"type": "text", "text": Q}]},
+``messages``      ``[{"role": "user", "content": [{"type": "image", "text": None}, ..., {"type": "text", "text": U}]},
                   {"role": "assistant", "content": [{"type": "text", "text": answer}]}]``
 ``images``        list of `datasets.Image` values holding the source's encoded bytes (never re-encoded)
 ``solution``      the correct answer, one of ``options``
 ``options``       the candidate answers, in the (seeded, shuffled) order shown in the question
 ``question``      the source question, before options were appended
+
+``U`` is the user text exactly as the paper's SAT conversion wrote it (`user_text`): ``"<image> Answer in natural
+language. {question} Choose between the following options: {a}, {b} or {c}"``.
 ``question_type`` the source's question type
 """
 
@@ -35,7 +38,13 @@ RECORD_FEATURES = Features(
     }
 )
 
-SAT_USER_TEXT = "Answer in natural language. {question} Choose between the following options: {options}"
+# The literal text the paper's SAT conversion put before every question (it stood for the image in LLaVA-style data;
+# Qwen2-VL reads it as plain text). Records keep it, as the paper's conversion wrote it; `recipes.prompts` decides
+# what each prompt does with it (the paper's templates keep it, the "_clean" ones drop it).
+IMAGE_PLACEHOLDER = "<image>"
+SAT_USER_TEXT = (
+    IMAGE_PLACEHOLDER + " Answer in natural language. {question} Choose between the following options: {options}"
+)
 
 
 def format_options(options: list[str]) -> str:
@@ -55,8 +64,13 @@ def format_options(options: list[str]) -> str:
 
 
 def user_text(question: str, options: list[str]) -> str:
-    """The user turn's text for a SAT question with its (already ordered) options."""
-    return SAT_USER_TEXT.format(question=question.strip(), options=format_options(options))
+    """The user turn's text for a SAT question with its (already ordered) options, as the paper's conversion wrote it.
+
+    Example:
+        >>> user_text("Is it red?", ["yes", "no"])
+        '<image> Answer in natural language. Is it red? Choose between the following options: yes or no'
+    """
+    return SAT_USER_TEXT.format(question=question, options=format_options(options))
 
 
 def make_record(

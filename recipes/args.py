@@ -44,6 +44,29 @@ class RecipeArguments:
         default=False, metadata={"help": "Print the first rendered prompts (special tokens included) and exit."}
     )
     dry_run_samples: int = field(default=2, metadata={"help": "How many prompts --dry_run prints."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow writing into an output_dir that already holds a finished run or checkpoints (replacing "
+            "them); without it such a run is refused unless it resumes (--resume_from_checkpoint)."
+        },
+    )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts per optimizer step over all processes (the paper: 8). Gradient accumulation is derived "
+            "from it, per_device_train_batch_size and the number of processes; a combination that cannot give it "
+            "exactly is refused. Unset: gradient_accumulation_steps as given."
+        },
+    )
+    sft_loss: str = field(
+        default="trl",
+        metadata={
+            "help": "SFT only. 'trl': TRL's loss (token mean over the batch; completion_only_loss decides what "
+            "counts). 'paper': the paper's loss, the whole rendered sequence with padding and the vision special "
+            "tokens masked, a token mean per sequence averaged over sequences."
+        },
+    )
     wandb_project: str | None = field(default=None, metadata={"help": "W&B project (sets WANDB_PROJECT)."})
     wandb_group: str | None = field(
         default=None, metadata={"help": "W&B group shared by the runs of one ablation suite (sets WANDB_RUN_GROUP)."}

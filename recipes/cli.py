@@ -8,16 +8,14 @@ from pathlib import Path
 
 import torch
 
+from recipes.batch import derive_accumulation
 from recipes.compat import skip_deepspeed_shm_op
+from recipes.errors import RecipeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "recipes" / "configs"
 QUICKSTART = "bash launch/quickstart.sh"
 PREP_COMMAND = "python -m data_prep.sat --input array/SAT --output {path} --limit 15000 --multi-image skip"
-
-
-class RecipeError(RuntimeError):
-    """A problem the user can fix; the recipes print its message instead of a stack trace."""
 
 
 def default_config_args(argv: list[str], default_config: str | None) -> list[str]:
@@ -35,6 +33,7 @@ def run_cli(main, parser, argv: list[str] | None, default_config: str | None) ->
     try:
         try:
             parsed = parser.parse_args_and_config(args)
+            parsed = derive_accumulation(parser, args, parsed)
         except ValueError as err:
             raise RecipeError(config_error_message(err)) from None
         main(*parsed)

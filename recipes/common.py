@@ -9,12 +9,14 @@ data and prompts `recipes/data.py` + `recipes/prompts.py`, run life cycle `recip
 from __future__ import annotations
 
 from recipes.args import RecipeArguments
+from recipes.batch import check_global_batch
 from recipes.callbacks import ZeroPartitionLogger, reporting_callbacks, setup_reporting
 from recipes.cli import RecipeError
 from recipes.data import completion_end, load_records, to_prompts
 from recipes.heldout import HeldoutAccuracyCallback
 from recipes.models import check_model_available, load_processor
 from recipes.prompts import get_template
+from recipes.sft_loss import SFT_LOSSES
 
 
 def prepare(script_args: RecipeArguments, training_args, model_args, with_completion: bool = False):
@@ -23,6 +25,9 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
         template = get_template(script_args.prompt_template)
     except ValueError as err:
         raise RecipeError(str(err)) from None
+    if with_completion and script_args.sft_loss not in SFT_LOSSES:
+        raise RecipeError(f"unknown sft_loss {script_args.sft_loss!r}: choose one of {', '.join(SFT_LOSSES)}")
+    check_global_batch(script_args, training_args)
     records = load_records(script_args)
     check_model_available(model_args.model_name_or_path)
     processor = load_processor(model_args, script_args, template)

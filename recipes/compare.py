@@ -1,26 +1,53 @@
-"""Compare runs: their training curves side by side and a table of final metrics, in one self-contained HTML page.
+"""Compare runs and arms: training curves side by side, mean ± s.d. over seeds, in one self-contained HTML page.
 
-    python -m recipes.compare outputs/paper/grpo_base outputs/paper/grpo_instruct outputs/paper/sft_baseline \\
-        outputs/paper/grpo_base_length --output outputs/paper/report.html
-    python -m recipes.compare outputs/paper/grpo_base --wandb me/visualthinker-r1-zero/1a2b3c4d --output report.html
+    python -m recipes.compare outputs/paper/grpo_base outputs/paper/grpo_instruct --output outputs/paper/report.html
+    python -m recipes.compare outputs/seed*/grpo_base outputs/seed*/sft_baseline --output report.html
+    python -m recipes.compare --arm grpo runs/a runs/b runs/c --arm sft runs/d runs/e --output report.html
+    python -m recipes.compare --wandb me/visualthinker-r1-zero/1a2b3c4d me/visualthinker-r1-zero/5e6f --output r.html
 
-Writes ``report.html`` (the figure embedded as base64, so the page is one file to share) and the figure next to it
-(``report.png``), both atomically. Needs no network unless ``--wandb ENTITY/PROJECT/RUN_ID`` is given.
+Writes ``report.html`` (the figure embedded as base64: one file to share) and the figure next to it (``report.png``),
+both atomically. Needs no network unless a W&B run path is given.
 
 Where the numbers come from
-    ``RUN_DIR`` (a recipe's ``output_dir``): the log history in ``RUN_DIR/trainer_state.json`` (kept current at
-    every log by `recipes.callbacks.LogHistoryCallback`; ``trainer.save_state()`` writes the same file) or in the
-    newest ``RUN_DIR/checkpoint-*/trainer_state.json``, whichever reaches the later step. Its CV-Bench result is
-    ``RUN_DIR/eval_cvbench/summary.json`` when that exists (``python recipes/eval_cvbench.py ... --output_dir
-    RUN_DIR/eval_cvbench``, as ``launch/run_ablations.sh`` does).
-    ``--wandb ENTITY/PROJECT/RUN_ID``: the run's full history through W&B's public API (needs network and
-    ``wandb login``). ``--wandb PATH``: an offline W&B run folder (``RUN_DIR/wandb/offline-run-*``) or its ``.wandb``
-    file, read locally with `read_wandb_offline`.
+    ``RUN_DIR`` (a recipe's ``output_dir``): its log history, ``RUN_DIR/trainer_state.json`` (kept current at every
+    log by `recipes.callbacks.LogHistoryCallback`; ``trainer.save_state()`` writes the same file) or the newest
+    ``RUN_DIR/checkpoint-*/trainer_state.json``, whichever reaches the later step. Its CV-Bench result is
+    ``RUN_DIR/eval_cvbench/summary.json`` when that exists (``recipes/eval_cvbench.py --output_dir
+    RUN_DIR/eval_cvbench``, as ``launch/run_ablations.sh`` does): ``accuracy`` (the paper's plain mean),
+    ``official_score``, ``strict`` and the ``per_task``/``per_source`` breakdowns.
+    ``--wandb ENTITY/PROJECT/RUN_ID`` (or ``wandb:ENTITY/PROJECT/RUN_ID`` wherever a RUN_DIR is accepted): the run's
+    full history, config and tags through W&B's public API (``wandb.Api().run(...)``; needs network and ``wandb
+    login``). A local W&B run folder (``RUN_DIR/wandb/offline-run-*``) is read through its RUN_DIR's own log
+    history: W&B's binary ``.wandb`` file is never parsed (``wandb sync`` it to read it through the API).
 
-The curves: accuracy reward, format reward, total reward (± its std across completions), completion length (band:
-shortest to longest), the self-reflection ("aha") monitor, KL to the reference, entropy, training loss and the
-held-out accuracy (`recipes.heldout`). Runs may log at different steps or lack metrics (an SFT run has no rewards):
-a missing metric is an absent line, and the table lists what each run lacks.
+Arms: runs of the same experiment with different seeds
+    Runs are grouped into arms; an arm of several runs is drawn as the mean over its runs with a band from the
+    lowest to the highest run (min–max), its legend entry saying how many (``grpo_base (n=3)``), and the table gives
+    mean ± sample s.d. of each run's final value. An arm of one run is drawn as the run itself.
+    * ``--arm NAME RUN [RUN ...]`` (repeatable) names an arm and its runs explicitly.
+    * Every other run is grouped automatically by its experiment: for a W&B run its ``arm:<name>`` or
+      ``experiment:<name>`` tag (set by `recipes.common.setup_reporting`; the W&B *group* is the suite, which holds
+      every arm), for a RUN_DIR the folder name of ``output_dir`` in ``RUN_DIR/resolved_config.yaml`` (else the
+      folder's own name). A trailing seed marker is dropped (``grpo_seed1`` and ``grpo-seed2`` are arm ``grpo``; a
+      folder named ``seed3`` stands for its parent). The seed comes from the ``seed:<n>`` tag, the config's ``seed``
+      or that marker (or a parent folder named ``seed<N>``). Two runs of one automatic arm with the same seed are
+      refused (they are not seed replicates: name the arms with ``--arm``). ``--group-by run`` draws every run
+      outside an ``--arm`` on its own instead.
+
+The curves: accuracy reward, format reward, total reward, completion length, the self-reflection ("aha") monitor,
+KL to the reference, entropy, training loss and the held-out accuracy (`recipes.heldout`). A single run also shows
+its spread within the run (total reward ± its std across completions; completion length from shortest to
+longest). Runs may log at different steps or lack metrics (an SFT run has no rewards): a missing metric is an absent
+line and the table says what an arm lacks; an arm's mean is taken at the steps all its runs logged.
+
+Python API, for drivers such as a seeds × arms ablation suite (`launch/run_ablations.sh` uses the command line)::
+
+    from recipes.compare import PANELS, Arm, Panel, load_run_dir, write_report
+
+    arms = [Arm("grpo", [load_run_dir(d, scalars={"OOD accuracy": acc}) for d, acc in grpo_runs]), ...]
+    write_report(arms, "report.html", "Mini ablations", panels=[*PANELS, Panel("OOD accuracy", "ood/accuracy")])
+
+``scalars`` are per-run final values a caller measured elsewhere; the table gives their mean ± s.d. per arm.
 """
 
 from __future__ import annotations
@@ -32,37 +59,42 @@ import io
 import json
 import logging
 import math
-import os
 import re
-import struct
+import statistics
 import sys
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
+
+from data_prep.files import write_atomic
+
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+RESOLVED_CONFIG = "resolved_config.yaml"
 CVBENCH_SUMMARY = Path("eval_cvbench") / "summary.json"
-# Keys that W&B (through transformers' WandbCallback) prefixes with "train/"; the step is "train/global_step".
+# transformers' WandbCallback logs every metric as "train/<name>" and the optimizer step as "train/global_step".
 WANDB_PREFIX = "train/"
 WANDB_STEP = "train/global_step"
-# The end-of-training summary of the Trainer is one more log entry, with no per-step metric worth a point.
-SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+# The Trainer's end-of-training entry in the log history: one more row, with no per-step metric worth a point.
+TRAIN_END_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+SEED_SUFFIX = re.compile(r"(?:^|[-_])seed[-_]?(\d+)$")
+BAND_NOTE = "arms of several runs: line = mean over the runs, band = min–max over the runs"
 
 
 class CompareError(RuntimeError):
-    """A run that cannot be read, said so with the fix."""
+    """A run that cannot be read or a request that cannot be met, said so with the fix."""
 
 
 class Panel(NamedTuple):
     title: str
     key: str
-    band: str | None = None  # a ± spread around the line
-    low: str | None = None  # or a [low, high] range
+    band: str | None = None  # a single run's ± spread around its line
+    low: str | None = None  # or its [low, high] range
     high: str | None = None
     column: str | None = None  # the table's column header (the title when unset)
     optional: bool = False  # drawn (and tabulated) only when some run logged it
@@ -71,9 +103,9 @@ class Panel(NamedTuple):
 PANELS = (
     Panel("Accuracy reward", "rewards/accuracy_reward/mean", column="accuracy reward"),
     Panel("Format reward", "rewards/format_reward/mean", column="format reward"),
-    Panel("Total reward (± std)", "reward", band="reward_std", column="total reward"),
+    Panel("Total reward (single run: ± std)", "reward", band="reward_std", column="total reward"),
     Panel(
-        "Completion length (tokens; band: min–max)",
+        "Completion length (tokens; single run: min–max)",
         "completions/mean_length",
         low="completions/min_length",
         high="completions/max_length",
@@ -91,14 +123,17 @@ CVBENCH_GROUPS = ("per_task", "per_source")  # summary.json's breakdowns (recipe
 
 @dataclass
 class RunLog:
-    """One run's metric series (metric → sorted ``(step, value)`` points) and its CV-Bench summary, if any."""
+    """One run: metric series (metric → sorted ``(step, value)``), CV-Bench summary, arm and seed, extra scalars."""
 
     name: str
     source: str
     series: dict[str, list[tuple[float, float]]]
     cvbench: dict[str, Any] | None = None
     cvbench_source: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    arm: str | None = None  # the automatic arm (experiment) of the run; `Arm` overrides it
+    seed: int | None = None
+    scalars: dict[str, float] = field(default_factory=dict)  # final values measured by the caller
+    info: dict[str, Any] = field(default_factory=dict)  # W&B id, group and tags
 
     def last(self, key: str) -> float | None:
         points = self.series.get(key)
@@ -110,7 +145,19 @@ class RunLog:
         return max(steps) if steps else None
 
 
-# --- reading runs --------------------------------------------------------------------------------------------------
+@dataclass
+class Arm:
+    """Runs of one experiment over seeds, drawn as their mean and min–max band."""
+
+    name: str
+    runs: list[RunLog]
+
+    @property
+    def label(self) -> str:
+        return self.name if len(self.runs) == 1 else f"{self.name} (n={len(self.runs)})"
+
+
+# --- reading local runs ----------------------------------------------------------------------------------------------
 
 
 def _number(value: Any) -> float | None:
@@ -133,7 +180,7 @@ def series_from_rows(rows: Iterable[dict[str, Any]], step_key: str, strip_prefix
     series: dict[str, dict[float, float]] = {}
     for row in rows:
         step = _number(row.get(step_key))
-        if step is None or SUMMARY_KEYS & row.keys():
+        if step is None or TRAIN_END_KEYS & row.keys():
             continue
         for key, value in row.items():
             if key in (step_key, "step", "epoch") or key.startswith("_"):
@@ -146,18 +193,10 @@ def series_from_rows(rows: Iterable[dict[str, Any]], step_key: str, strip_prefix
     return {key: sorted(points.items()) for key, points in series.items()}
 
 
-def _state_files(run_dir: Path) -> list[Path]:
-    """The run's own trainer_state.json and its newest checkpoint's (by step number), those that exist."""
-    checkpoints = [c for c in run_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()]
-    newest = max(checkpoints, key=lambda c: int(c.name.split("-")[-1]), default=None)
-    candidates = [run_dir / TRAINER_STATE] + ([newest / TRAINER_STATE] if newest else [])
-    return [c for c in candidates if c.is_file()]
-
-
 def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CompareError(f"cannot read {path}: {err}") from None
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise CompareError(f"{path} has no log_history list: is it a transformers trainer_state.json?")
@@ -165,17 +204,15 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def find_trainer_state(run_dir: Path) -> Path:
-    """The run's most advanced trainer_state.json: its own, or its newest checkpoint's."""
-    files = _state_files(run_dir)
+    """The run's most advanced trainer_state.json: its own, or its newest checkpoint's (by step number)."""
+    checkpoints = [c for c in run_dir.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()]
+    newest = max(checkpoints, key=lambda c: int(c.name.split("-")[-1]), default=None)
+    files = [p for p in (run_dir / TRAINER_STATE, newest and newest / TRAINER_STATE) if p and p.is_file()]
     if not files:
-        checkpoints = sorted(p.name for p in run_dir.glob("checkpoint-*"))
         raise CompareError(
             f"no log history in {run_dir}: found neither {run_dir / TRAINER_STATE} nor "
-            f"{run_dir}/checkpoint-*/{TRAINER_STATE}"
-            + (f" (checkpoints: {', '.join(checkpoints)})" if checkpoints else "")
-            + ". Give the output_dir of a recipe run (the recipes keep trainer_state.json there from the first "
-            "logged step), or read its W&B run instead: --wandb RUN_DIR/wandb/offline-run-<...> or "
-            "--wandb ENTITY/PROJECT/RUN_ID."
+            f"{run_dir}/checkpoint-*/{TRAINER_STATE}. Give the output_dir of a recipe run (the recipes keep "
+            "trainer_state.json there from the first logged step), or a synced W&B run: --wandb ENTITY/PROJECT/RUN_ID."
         )
     return max(files, key=lambda p: (_read_state(p).get("global_step") or 0, p.parent == run_dir))
 
@@ -185,14 +222,52 @@ def read_cvbench(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        return json.loads(path.read_text()), str(path)
-    except (OSError, json.JSONDecodeError) as err:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         logger.warning("ignoring unreadable CV-Bench summary %s: %s", path, err)
         return None, None
+    return (summary, str(path)) if isinstance(summary, dict) else (None, None)
 
 
-def load_run_dir(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
-    """A recipe run's log history (see the module docstring for which file) and its CV-Bench summary."""
+def read_resolved_config(run_dir: Path) -> dict[str, Any]:
+    """``RUN_DIR/resolved_config.yaml`` as a dict (flat, or one level of sections); empty when absent or unreadable."""
+    path = run_dir / RESOLVED_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        logger.warning("ignoring unreadable %s (arm and seed come from the folder name): %s", path, err)
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    flat = {k: v for section in config.values() if isinstance(section, dict) for k, v in section.items()}
+    return {**flat, **config}
+
+
+def _seed(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+def experiment_of(name: str, parent: str = "") -> tuple[str, int | None]:
+    """(arm, seed) from an experiment or folder name: a trailing seed marker is the seed, not part of the arm.
+
+    Example:
+        >>> experiment_of("grpo_base"), experiment_of("grpo-seed2"), experiment_of("seed3", parent="sft")
+        (('grpo_base', None), ('grpo', 2), ('sft', 3))
+        >>> experiment_of("sft", parent="seed4")  # outputs/seed4/sft
+        ('sft', 4)
+    """
+    if match := SEED_SUFFIX.search(name):
+        return name[: match.start()] or experiment_of(parent)[0] or name, int(match.group(1))
+    match = SEED_SUFFIX.fullmatch(parent)
+    return name, int(match.group(1)) if match else None
+
+
+def load_run_dir(run_dir: str | Path, name: str | None = None, scalars: dict[str, float] | None = None) -> RunLog:
+    """A recipe run's log history, CV-Bench summary, arm and seed (see the module docstring for where each is read)."""
     path = Path(run_dir)
     if not path.is_dir():
         raise CompareError(f"{path} is not a folder; give the output_dir of a training run")
@@ -201,219 +276,242 @@ def load_run_dir(run_dir: str | os.PathLike, name: str | None = None) -> RunLog:
     if not series:
         raise CompareError(f"{state_path} holds no logged metrics yet (empty log_history): wait for the first log")
     cvbench, cvbench_source = read_cvbench(path)
-    return RunLog(name or path.name, str(state_path), series, cvbench, cvbench_source)
+    config = read_resolved_config(path)
+    folder = Path(str(config["output_dir"])) if config.get("output_dir") else path.resolve()
+    arm, folder_seed = experiment_of(folder.name, folder.parent.name)
+    seed = _seed(config.get("seed"))
+    run = RunLog(name or path.name, str(state_path), series, cvbench, cvbench_source, arm=arm)
+    run.seed = folder_seed if seed is None else seed
+    run.scalars = dict(scalars or {})
+    return run
 
 
-# --- W&B: offline run files and the public API ----------------------------------------------------------------------
+# --- W&B runs --------------------------------------------------------------------------------------------------------
 
 
-_WANDB_MAGIC = b":W&B"
-_BLOCK = 32 * 1024
-_HEADER = 7  # the file header (":W&B", magic, version) and each record header (crc32, length, type) are 7 bytes
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _wandb_records(path: Path) -> Iterator[bytes]:
-    """The serialized records of a ``.wandb`` file: W&B's LevelDB-style log (32 KiB blocks, chunked records).
-
-    Stops quietly at a torn or corrupt tail (a run that is still writing or was killed).
-    """
-    data = path.read_bytes()
-    if data[:4] != _WANDB_MAGIC:
-        raise CompareError(f"{path} is not a W&B run file (it does not start with {_WANDB_MAGIC!r})")
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _HEADER:  # a block's last bytes are padding
-            pos += room
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        chunk = data[pos + _HEADER : pos + _HEADER + length]
-        if kind == 0 and length == 0:
-            pos += room
-            continue
-        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
-            return
-        pos += _HEADER + length
-        if kind == _FULL:
-            yield chunk
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            yield pending + chunk
-            pending = b""
-
-
-def _item_key(item) -> str:
-    return item.key or "/".join(item.nested_key)
-
-
-def _item_value(item) -> Any:
-    try:
-        return json.loads(item.value_json)
-    except (json.JSONDecodeError, TypeError):
-        return None
-
-
-def read_wandb_offline(path: str | os.PathLike) -> dict[str, Any]:
-    """Read an offline W&B run without network: ``{"run": {...}, "history": [rows], "artifacts": [...]}``.
-
-    ``path`` is an ``offline-run-*`` folder, its ``.wandb`` file, or a folder holding ``wandb/offline-run-*`` (the
-    newest is read). ``run`` holds ``id``, ``name``, ``project``, ``group`` and ``tags``; each history row maps the
-    logged keys (as W&B shows them, e.g. ``train/reward``) to their values; each artifact is
-    ``{"name", "type", "files"}`` (a logged table is a ``run_table`` artifact holding its images).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    file = _find_wandb_file(Path(path))
-    run: dict[str, Any] = {}
-    history, artifacts = [], []
-    for raw in _wandb_records(file):
-        record = wandb_internal_pb2.Record()
-        try:
-            record.ParseFromString(raw)
-        except Exception:  # noqa: BLE001 - a record of a newer wandb: skip it, keep the rest
-            continue
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = {
-                "id": record.run.run_id,
-                "name": record.run.display_name,
-                "project": record.run.project,
-                "group": record.run.run_group,
-                "tags": list(record.run.tags),
-            }
-        elif kind == "history":
-            history.append({_item_key(item): _item_value(item) for item in record.history.item})
-        elif kind == "artifact":
-            files = [entry.path for entry in record.artifact.manifest.contents]
-            artifacts.append({"name": record.artifact.name, "type": record.artifact.type, "files": files})
-    return {"run": run, "history": history, "artifacts": artifacts, "file": str(file)}
-
-
-def _find_wandb_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    runs = sorted(path.glob("run-*.wandb")) or sorted(path.glob("wandb/offline-run-*/run-*.wandb"))
-    runs = runs or sorted(path.glob("offline-run-*/run-*.wandb"))
-    if not runs:
-        raise CompareError(
-            f"no W&B run file (run-*.wandb) in {path}: give an offline run folder "
-            "(<output_dir>/wandb/offline-run-<date>-<id>) or its .wandb file"
-        )
-    return runs[-1]
-
-
-def load_wandb_offline(path: str | os.PathLike, name: str | None = None) -> RunLog:
-    run = read_wandb_offline(path)
-    series = series_from_rows(run["history"], step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX)
+def run_log_from_api(run: Any, source: str) -> RunLog:
+    """A `RunLog` from a `wandb.apis.public.Run`, read through its public attributes only: ``scan_history()`` (the
+    full, unsampled history), ``config``, ``tags``, ``group``, ``name`` and ``id``."""
+    series = series_from_rows(run.scan_history(), step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX)
     if not series:
-        raise CompareError(f"{run['file']} holds no logged training metrics yet")
-    label = name or run["run"].get("name") or Path(run["file"]).parent.name
-    return RunLog(label, run["file"], series, info=run["run"])
+        raise CompareError(f"W&B run {source} has no logged training metrics ({WANDB_STEP} missing)")
+    # The public API unwraps config values; older exports keep W&B's {"value": ...} wrapper.
+    config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in dict(run.config or {}).items()}
+    tags = [str(t) for t in getattr(run, "tags", None) or []]
+    tagged = dict(t.split(":", 1) for t in tags if ":" in t)
+    output_dir = Path(str(config["output_dir"])).name if config.get("output_dir") else None
+    arm, name_seed = experiment_of(tagged.get("arm") or tagged.get("experiment") or output_dir or str(run.name))
+    seed = next((s for s in (_seed(tagged.get("seed")), _seed(config.get("seed")), name_seed) if s is not None), None)
+    info = {"id": run.id, "group": getattr(run, "group", None), "tags": tags}
+    return RunLog(str(run.name or run.id), source, series, arm=arm, seed=seed, info=info)
 
 
-def load_wandb_api(run_path: str, name: str | None = None, api=None) -> RunLog:
-    """A W&B run's full history through the public API (``ENTITY/PROJECT/RUN_ID``, as in the run's URL)."""
+def load_wandb_api(run_path: str) -> RunLog:
+    """A W&B run through the public API (``ENTITY/PROJECT/RUN_ID`` as in the run's URL, ``/runs/`` allowed)."""
     if not re.fullmatch(r"[^/\s]+/[^/\s]+/(runs/)?[^/\s]+", run_path):
         raise CompareError(
-            f"--wandb {run_path!r} is neither a local offline run folder nor a W&B run path ENTITY/PROJECT/RUN_ID"
+            f"W&B run {run_path!r} is neither an existing local W&B run folder nor a run path ENTITY/PROJECT/RUN_ID"
         )
     try:
-        if api is None:
-            import wandb
+        import wandb
 
-            api = wandb.Api(timeout=60)
-        run = api.run(run_path.replace("/runs/", "/"))
-        rows = list(run.scan_history())
+        run = wandb.Api(timeout=60).run(run_path.replace("/runs/", "/"))
+        return run_log_from_api(run, f"wandb:{run_path}")
     except CompareError:
         raise
     except Exception as err:  # noqa: BLE001 - network, authentication or a wrong path: all need the user
         raise CompareError(
             f"cannot read W&B run {run_path}: {err}\nCheck the path (ENTITY/PROJECT/RUN_ID from the run's URL), "
-            "`wandb login` and the network; or pass the local offline run folder (RUN_DIR/wandb/offline-run-*)."
+            "`wandb login` and the network; an offline run is read locally: give its RUN_DIR."
         ) from None
-    series = series_from_rows(rows, step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX)
-    if not series:
-        raise CompareError(f"W&B run {run_path} has no logged training metrics ({WANDB_STEP} missing)")
-    info = {"id": getattr(run, "id", None), "group": getattr(run, "group", None), "tags": getattr(run, "tags", [])}
-    return RunLog(name or getattr(run, "name", None) or run_path, f"wandb:{run_path}", series, info=info)
 
 
-def load_wandb(spec: str, name: str | None = None) -> RunLog:
-    return load_wandb_offline(spec, name) if Path(spec).exists() else load_wandb_api(spec, name)
+def load_wandb_local(path: Path) -> RunLog:
+    """A local W&B run folder (``RUN_DIR/wandb/offline-run-*``, or its ``.wandb`` file): its RUN_DIR's log history."""
+    folder = path.parent if path.is_file() else path
+    run_dir = folder.parent.parent if folder.parent.name == "wandb" else folder
+    try:
+        return load_run_dir(run_dir)
+    except CompareError as err:
+        raise CompareError(
+            f"{path} is a local W&B run, read through its run's own log history, which failed: {err}\n"
+            "W&B's binary .wandb file is not read: give the run's output_dir, or `wandb sync` the run and pass "
+            "--wandb ENTITY/PROJECT/RUN_ID."
+        ) from None
+
+
+def load_run(spec: str) -> RunLog:
+    """``RUN_DIR``, ``wandb:ENTITY/PROJECT/RUN_ID`` or ``wandb:<local W&B run folder>``."""
+    if not spec.startswith("wandb:"):
+        return load_run_dir(spec)
+    target = spec.removeprefix("wandb:")
+    return load_wandb_local(Path(target)) if Path(target).exists() else load_wandb_api(target)
+
+
+# --- arms ------------------------------------------------------------------------------------------------------------
 
 
 def unique_names(runs: list[RunLog]) -> None:
-    """Tell apart runs that share a name (e.g. the same experiment in two suites) by their source's parent folder."""
-    seen: dict[str, int] = {}
-    for run in runs:
-        seen[run.name] = seen.get(run.name, 0) + 1
-    for run in runs:
-        if seen[run.name] > 1:
-            parent = Path(run.source).parent
-            parent = parent.parent if parent.name.startswith("checkpoint-") else parent
-            run.name = f"{parent.parent.name}/{run.name}"
+    """Tell apart runs that share a name: local ones by as many parent folders as it takes, W&B ones by run id.
+
+    Example:
+        >>> runs = [RunLog("grpo", f"/o/{s}/seed1/grpo/trainer_state.json", {}) for s in ("a", "b")]
+        >>> unique_names(runs); [run.name for run in runs]
+        ['a/seed1/grpo', 'b/seed1/grpo']
+    """
+    for name in {run.name for run in runs}:
+        twins = [run for run in runs if run.name == name]
+        if len(twins) < 2:
+            continue
+        local = [run for run in twins if not run.source.startswith("wandb:")]
+        folders = [Path(run.source).parent for run in local]
+        parts = [(f.parent if f.name.startswith("checkpoint-") else f).parts for f in folders]
+        for depth in range(2, max(map(len, parts), default=0) + 1):
+            labels = ["/".join(p[-depth:]) for p in parts]
+            if len(set(labels)) == len(labels):
+                for run, label in zip(local, labels, strict=True):
+                    run.name = label
+                break
+        for run in twins:
+            if run.source.startswith("wandb:"):
+                run.name = f"{run.name} ({run.info.get('id') or run.source})"
     for i, run in enumerate(runs):
         if sum(r.name == run.name for r in runs) > 1:
             run.name = f"{run.name} #{i + 1}"
 
 
-# --- CV-Bench summary --------------------------------------------------------------------------------------------
+def group_runs(runs: Sequence[RunLog]) -> list[Arm]:
+    """Arms by each run's automatic arm, in first-seen order; two runs of an arm with the same seed are refused."""
+    arms: dict[str, Arm] = {}
+    for run in runs:
+        arm = arms.setdefault(run.arm or run.name, Arm(run.arm or run.name, []))
+        twin = next((r for r in arm.runs if run.seed is not None and r.seed == run.seed), None)
+        if twin is not None:
+            raise CompareError(
+                f"runs {twin.source} and {run.source} are both arm {arm.name!r} with seed {run.seed}: they are not "
+                "seed replicates. Name the arms yourself (--arm NAME RUN...) or draw every run alone (--group-by run)."
+            )
+        arm.runs.append(run)
+    return list(arms.values())
 
 
-def cvbench_scores(summary: dict[str, Any] | None) -> tuple[float | None, float | None]:
-    """(overall accuracy = the paper's plain mean, official CV-Bench score) from an eval summary.json."""
-    if not summary:
-        return None, None
+def build_arms(items: Sequence[RunLog | Arm], group_by: str = "arm") -> list[Arm]:
+    """Explicit `Arm`s as given, loose runs grouped (``group_by="arm"``) or one arm each (``"run"``)."""
+    if group_by not in ("arm", "run"):
+        raise CompareError(f"group_by must be 'arm' or 'run', not {group_by!r}")
+    explicit = [item for item in items if isinstance(item, Arm)]
+    loose = [item for item in items if isinstance(item, RunLog)]
+    for arm in explicit:
+        if not arm.runs:
+            raise CompareError(f"arm {arm.name!r} has no runs")
+    runs = [run for arm in explicit for run in arm.runs] + loose
+    sources = [run.source if run.source.startswith("wandb:") else str(Path(run.source).resolve()) for run in runs]
+    if repeated := sorted({s for s in sources if sources.count(s) > 1}):
+        raise CompareError(f"the same run is given twice: {', '.join(repeated)}")
+    unique_names(runs)
+    arms = explicit + (group_runs(loose) if group_by == "arm" else [Arm(run.name, [run]) for run in loose])
+    names = [arm.name for arm in arms]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise CompareError(
+            f"arm name {', '.join(map(repr, repeated))} used twice (two --arm, or an --arm and runs grouped "
+            "automatically under that name): put those runs in the one --arm, or rename it"
+        )
+    return arms
 
-    def first(*keys):
-        for key in keys:
-            value = summary.get(key)
-            if isinstance(value, dict):
-                value = value.get("accuracy", value.get("score"))
-            if _number(value) is not None:
-                return float(value)
+
+# --- statistics over an arm's runs -----------------------------------------------------------------------------------
+
+
+class Stat(NamedTuple):
+    """Mean, sample s.d. (None for one value), min and max of ``n`` values."""
+
+    mean: float
+    sd: float | None
+    low: float
+    high: float
+    n: int
+
+
+def stat(values: Iterable[float | None]) -> Stat | None:
+    """Statistics of the values that exist, or None when none does.
+
+    Example:
+        >>> stat([0.5, 0.6, None, 0.7])
+        Stat(mean=0.6, sd=0.09999999999999998, low=0.5, high=0.7, n=3)
+    """
+    values = [v for v in values if v is not None]
+    if not values:
         return None
-
-    return first("accuracy", "overall_accuracy", "overall"), first("official_score", "cvbench_score", "official")
-
-
-# --- the report ------------------------------------------------------------------------------------------------------
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return Stat(statistics.fmean(values), sd, min(values), max(values), len(values))
 
 
-def panels_for(runs: list[RunLog]) -> list[Panel]:
+class Curve(NamedTuple):
+    steps: list[float]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    n: int
+
+
+def aggregate(curves: Sequence[list[tuple[float, float]]]) -> Curve | None:
+    """Mean and min–max of several runs' series at the steps every one of them logged (None when there are none).
+
+    Example:
+        >>> aggregate([[(1, 0.0), (2, 1.0)], [(1, 1.0), (2, 2.0), (3, 5.0)]])
+        Curve(steps=[1, 2], mean=[0.5, 1.5], low=[0.0, 1.0], high=[1.0, 2.0], n=2)
+    """
+    tables = [dict(points) for points in curves if points]
+    if not tables:
+        return None
+    steps = sorted(set.intersection(*(set(t) for t in tables)))
+    if not steps:
+        return None
+    stats = [stat(t[s] for t in tables) for s in steps]
+    return Curve(steps, [s.mean for s in stats], [s.low for s in stats], [s.high for s in stats], len(tables))
+
+
+# --- the figure ------------------------------------------------------------------------------------------------------
+
+
+def panels_for(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> list[Panel]:
     """Every core panel (a metric no run logged is said so), and the optional ones that some run logged."""
-    return [p for p in PANELS if not p.optional or any(p.key in run.series for run in runs)]
+    return [p for p in panels if not p.optional or any(p.key in r.series for a in arms for r in a.runs)]
 
 
-def plot(runs: list[RunLog]) -> bytes:
-    """The curves of every panel, one colour per run, as PNG bytes."""
+def make_figure(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS):
+    """The curves of every panel, one colour per arm (a `matplotlib.figure.Figure`; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = panels_for(runs)
+    panels = panels_for(arms, panels)
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, panel in zip(axes.flat, panels, strict=False):
         drawn = False
-        for i, run in enumerate(runs):
-            points = run.series.get(panel.key)
-            if not points:
-                continue
+        for i, arm in enumerate(arms):
             color = colors[i % len(colors)]
-            steps = [s for s, _ in points]
-            values = [v for _, v in points]
-            ax.plot(steps, values, color=color, label=run.name, marker="o" if len(points) < 3 else None, ms=3)
-            _draw_band(ax, run, panel, points, color)
-            drawn = True
+            logged = [run for run in arm.runs if run.series.get(panel.key)]
+            if len(logged) == 1:
+                _draw_run(ax, logged[0], panel, color, arm.label)
+            elif curve := aggregate([run.series[panel.key] for run in logged]):
+                ax.plot(
+                    curve.steps,
+                    curve.mean,
+                    color=color,
+                    label=arm.label,
+                    marker="o" if len(curve.steps) < 3 else None,
+                    ms=3,
+                )
+                ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, lw=0)
+            elif logged:
+                logger.warning("the runs of %s share no logged step of %s: no mean drawn", arm.name, panel.key)
+            drawn = drawn or bool(logged)
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -422,37 +520,49 @@ def plot(runs: list[RunLog]) -> bytes:
             ax.text(0.5, 0.5, "not logged by any run", ha="center", va="center", transform=ax.transAxes, alpha=0.6)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=colors[i % len(colors)], label=run.name) for i, run in enumerate(runs)]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.6 * rows)))
+    handles = [plt.Line2D([], [], color=colors[i % len(colors)], label=arm.label) for i, arm in enumerate(arms)]
+    several = any(len(arm.runs) > 1 for arm in arms)
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(arms), 4),
+        frameon=False,
+        title=BAND_NOTE if several else None,
+        title_fontsize=9,
+    )
+    top = (0.35 + 0.25 * several + 0.25 * ((len(arms) - 1) // 4)) / (3.6 * rows)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top))
+    return fig
+
+
+def _draw_run(ax, run: RunLog, panel: Panel, color: str, label: str) -> None:
+    """One run's line and its spread within the run (± std, or min–max) where the panel has one."""
+    points = run.series[panel.key]
+    steps, values = [s for s, _ in points], [v for _, v in points]
+    ax.plot(steps, values, color=color, label=label, marker="o" if len(points) < 3 else None, ms=3)
+    if panel.band and (spread := dict(run.series.get(panel.band) or [])):
+        at = [(s, v) for s, v in points if s in spread]
+        lower = [v - spread[s] for s, v in at]
+        upper = [v + spread[s] for s, v in at]
+        ax.fill_between([s for s, _ in at], lower, upper, color=color, alpha=0.15, lw=0)
+    if panel.low and panel.high:
+        low, high = dict(run.series.get(panel.low) or []), dict(run.series.get(panel.high) or [])
+        at = [s for s in steps if s in low and s in high]
+        ax.fill_between(at, [low[s] for s in at], [high[s] for s in at], color=color, alpha=0.12, lw=0)
+
+
+def plot(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> bytes:
+    """`make_figure` as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = make_figure(arms, panels)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def _draw_band(ax, run: RunLog, panel: Panel, points, color) -> None:
-    def at(key):
-        return dict(run.series.get(key) or [])
-
-    if panel.band:
-        spread = at(panel.band)
-        steps = [s for s, _ in points if s in spread]
-        if steps:
-            values = dict(points)
-            ax.fill_between(
-                steps,
-                [values[s] - spread[s] for s in steps],
-                [values[s] + spread[s] for s in steps],
-                color=color,
-                alpha=0.15,
-                lw=0,
-            )
-    if panel.low and panel.high:
-        low, high = at(panel.low), at(panel.high)
-        steps = [s for s, _ in points if s in low and s in high]
-        if steps:
-            ax.fill_between(steps, [low[s] for s in steps], [high[s] for s in steps], color=color, alpha=0.12, lw=0)
+# --- the tables ------------------------------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -463,34 +573,101 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def table_rows(runs: list[RunLog]) -> tuple[list[str], list[list[str]]]:
-    """The final table: each run's last logged value of every curve, its CV-Bench scores and what it lacks."""
-    metrics = [(p.column or p.title, p.key) for p in panels_for(runs)] + list(EXTRA_COLUMNS)
-    header = ["run", "last step", *(label for label, _ in metrics), "CV-Bench accuracy", "CV-Bench official", "notes"]
+def fmt_stat(s: Stat | None, runs: int = 1) -> str:
+    """``mean ± s.d.`` (a single value alone), with ``(n=k)`` when only k of the arm's runs have the value.
+
+    Example:
+        >>> fmt_stat(stat([0.5, 0.6, 0.7]), runs=3), fmt_stat(stat([0.25]), runs=1), fmt_stat(stat([1.0, 2.0]), runs=3)
+        ('0.6 ± 0.1', '0.25', '1.5 ± 0.7071 (n=2)')
+    """
+    if s is None:
+        return "—"
+    text = _fmt(s.mean) if s.sd is None else f"{_fmt(s.mean)} ± {_fmt(s.sd)}"
+    return text if s.n == runs else f"{text} (n={s.n})"
+
+
+def _cvbench_value(summary: dict[str, Any] | None, *path: str) -> float | None:
+    value: Any = summary
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return _number(value)
+
+
+def _scalar_names(arms: Sequence[Arm]) -> list[str]:
+    names: list[str] = []
+    for run in (r for arm in arms for r in arm.runs):
+        names += [name for name in run.scalars if name not in names]
+    return names
+
+
+def table_rows(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> tuple[list[str], list[list[str]]]:
+    """Per arm: its runs and seeds, mean ± s.d. of each run's last value of every curve, CV-Bench, extra scalars."""
+    metrics = [(p.column or p.title, p.key) for p in panels_for(arms, panels)] + list(EXTRA_COLUMNS)
+    scalars = _scalar_names(arms)
+    cvbench = (("CV-Bench accuracy", ("accuracy",)), ("CV-Bench official", ("official_score",)))
+    header = ["arm", "runs", "seeds", "last step", *(m for m, _ in metrics), *(c for c, _ in cvbench), *scalars]
     rows = []
-    for run in runs:
-        missing = [label for label, key in metrics if key not in run.series]
-        accuracy, official = cvbench_scores(run.cvbench)
+    for arm in arms:
+        n = len(arm.runs)
+        seeds = ", ".join("?" if r.seed is None else str(r.seed) for r in arm.runs)
+        last = stat(r.last_step for r in arm.runs)
+        steps = "—" if last is None else "–".join(dict.fromkeys([_fmt(last.low), _fmt(last.high)]))
         notes = []
-        if missing:
+        if missing := [label for label, key in metrics if not any(key in r.series for r in arm.runs)]:
             notes.append("not logged: " + ", ".join(missing))
-        if run.cvbench is None:
-            notes.append("no CV-Bench summary" + ("" if run.source.startswith("wandb:") else f" ({CVBENCH_SUMMARY})"))
+        with_summary = sum(r.cvbench is not None for r in arm.runs)
+        if not with_summary:
+            local = any(not r.source.startswith("wandb:") for r in arm.runs)
+            notes.append("no CV-Bench summary" + (f" ({CVBENCH_SUMMARY})" if local else ""))
+        elif with_summary < n:
+            notes.append(f"CV-Bench summary for {with_summary} of {n} runs")
+        if last is not None and last.low != last.high:
+            notes.append("runs end at different steps: each run's last value; curves averaged where all logged")
         rows.append(
             [
-                run.name,
-                _fmt(run.last_step),
-                *(_fmt(run.last(key)) for _, key in metrics),
-                _fmt(accuracy),
-                _fmt(official),
+                arm.name,
+                str(n),
+                seeds,
+                steps,
+                *(fmt_stat(stat(r.last(key) for r in arm.runs), n) for _, key in metrics),
+                *(fmt_stat(stat(_cvbench_value(r.cvbench, *path) for r in arm.runs), n) for _, path in cvbench),
+                *(fmt_stat(stat(_number(r.scalars.get(name)) for r in arm.runs), n) for name in scalars),
                 "; ".join(notes),
             ]
         )
-    return header, rows
+    return [*header, "notes"], rows
 
 
-def _describe_source(run: RunLog) -> str:
-    parts = [run.source]
+def cvbench_breakdown(arms: Sequence[Arm]) -> tuple[list[str], list[list[str]]]:
+    """CV-Bench accuracy (mean ± s.d. over the runs with a summary) overall, strict, per task and per source."""
+    columns = [("accuracy", ("accuracy",)), ("official", ("official_score",)), ("strict", ("strict", "accuracy"))]
+    for run in (r for arm in arms for r in arm.runs):
+        for group in CVBENCH_GROUPS:
+            for name in (run.cvbench or {}).get(group) or {}:
+                if name not in [label for label, _ in columns]:
+                    columns.append((name, (group, name, "accuracy")))
+    rows = []
+    for arm in arms:
+        summaries = [r.cvbench for r in arm.runs if r.cvbench is not None]
+        if summaries:
+            values = [
+                fmt_stat(stat(_cvbench_value(s, *path) for s in summaries), len(summaries)) for _, path in columns
+            ]
+            rows.append([arm.name, str(len(summaries)), *values])
+    return ["arm", "runs", *(label for label, _ in columns)], rows
+
+
+# --- the page --------------------------------------------------------------------------------------------------------
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _describe(run: RunLog, arm: Arm) -> str:
+    parts = [f"arm {arm.name}", f"seed {'?' if run.seed is None else run.seed}", run.source]
     if run.cvbench_source:
         parts.append(f"CV-Bench: {run.cvbench_source}")
     if run.info.get("group"):
@@ -500,43 +677,16 @@ def _describe_source(run: RunLog) -> str:
     return "; ".join(parts)
 
 
-def cvbench_breakdown(runs: list[RunLog]) -> tuple[list[str], list[list[str]]]:
-    """CV-Bench accuracy per task and per source of the runs that have a summary (no rows when none has)."""
-    names = []
-    for run in runs:
-        for group in CVBENCH_GROUPS:
-            for name in (run.cvbench or {}).get(group) or {}:
-                if name not in names:
-                    names.append(name)
-    rows = []
-    for run in runs:
-        if run.cvbench is None:
-            continue
-        values = []
-        for name in names:
-            found = [(run.cvbench.get(g) or {}).get(name) for g in CVBENCH_GROUPS]
-            entry = next((f for f in found if isinstance(f, dict)), {})
-            values.append(_fmt(_number(entry.get("accuracy"))))
-        accuracy, official = cvbench_scores(run.cvbench)
-        rows.append([run.name, _fmt(accuracy), _fmt(official), *values])
-    return ["run", "accuracy", "official", *names], rows
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def render_html(runs: list[RunLog], png: bytes, title: str) -> str:
-    metrics_table = _html_table(*table_rows(runs))
-    header, rows = cvbench_breakdown(runs)
+def render_html(arms: Sequence[Arm], png: bytes, title: str, panels: Sequence[Panel] = PANELS) -> str:
+    metrics_table = _html_table(*table_rows(arms, panels))
+    header, rows = cvbench_breakdown(arms)
     cvbench_table = "<h2>CV-Bench accuracy per task and per source</h2>" + _html_table(header, rows) if rows else ""
-    sources = "".join(f"<li><b>{html.escape(run.name)}</b>: {html.escape(_describe_source(run))}</li>" for run in runs)
+    runs = [(run, arm) for arm in arms for run in arm.runs]
+    sources = "".join(f"<li><b>{html.escape(r.name)}</b>: {html.escape(_describe(r, a))}</li>" for r, a in runs)
     cvbench_details = "".join(
         f"<details><summary>CV-Bench summary of {html.escape(run.name)}</summary><pre>"
         f"{html.escape(json.dumps(run.cvbench, indent=2, sort_keys=True))}</pre></details>"
-        for run in runs
+        for run, _ in runs
         if run.cvbench is not None
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -549,58 +699,94 @@ table {{ border-collapse: collapse; font-size: 0.85em; }} th, td {{ border: 1px 
 th {{ background: #f3f3f3; }} td {{ text-align: right; }} td:first-child, td:last-child {{ text-align: left; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{len(runs)} runs, generated {stamp} by <code>python -m recipes.compare</code>. Curves against the optimizer step;
-a metric a run did not log has no line. The table gives each run's last logged value.</p>
+<p>{len(arms)} arms, {len(runs)} runs, generated {stamp} by <code>python -m recipes.compare</code>. Curves against the
+optimizer step; a metric no run of an arm logged has no line. An arm of one run is drawn as that run (total reward
+± its std across completions, completion length from shortest to longest); for an arm of n &gt; 1 runs (seeds) the
+line is the mean over its runs at the steps they all logged and the band spans the lowest to the highest run
+(min–max).</p>
 <img alt="training curves" src="data:image/png;base64,{image}">
-<h2>Last metrics and CV-Bench</h2>
+<h2>Final values per arm</h2>
 {metrics_table}
-<p>CV-Bench accuracy: the plain mean over all rows (the paper's number); official: ½·(mean of the ADE20K and COCO
-accuracies + the Omni3D accuracy).</p>
+<p>Each run's last logged value; for an arm of several runs, mean ± sample standard deviation over its runs
+("(n=k)": only k runs have the value). CV-Bench accuracy: the plain mean over all rows (the paper's number);
+official: ½·(mean of the ADE20K and COCO accuracies + the Omni3D accuracy).</p>
 {cvbench_table}
-<h2>Sources</h2><ul>{sources}</ul>
+<h2>Runs</h2><ul>{sources}</ul>
 {cvbench_details}
 </body></html>
 """
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_report(
+    runs: Sequence[RunLog | Arm],
+    output: str | Path,
+    title: str = "Ablation comparison",
+    *,
+    panels: Sequence[Panel] = PANELS,
+    group_by: str = "arm",
+) -> Path:
+    """Write ``output`` (HTML) and the PNG next to it (same name, ``.png``); returns the PNG's path.
 
-
-def write_report(runs: list[RunLog], output: str | os.PathLike, title: str = "Ablation comparison") -> Path:
-    """Write ``output`` (HTML) and the PNG next to it (same name, ``.png``); returns the PNG's path."""
+    ``runs``: `RunLog`s (grouped into arms as ``group_by`` says) and/or `Arm`s (kept as given). ``panels``: the
+    curves to draw (`PANELS` plus any of the caller's); ``optional`` ones only when some run logged them.
+    """
     if not runs:
-        raise CompareError("nothing to compare: give at least one RUN_DIR or --wandb run")
+        raise CompareError("nothing to compare: give at least one RUN_DIR, --arm or --wandb run")
     output = Path(output)
-    unique_names(runs)
-    png = plot(runs)
     png_path = output.with_suffix(".png")
-    atomic_write(png_path, png)
-    atomic_write(output, render_html(runs, png, title).encode("utf-8"))
+    if output.is_dir() or png_path == output:
+        raise CompareError(f"--output {output} must be an HTML file path (the PNG is written next to it)")
+    arms = build_arms(runs, group_by)
+    png = plot(arms, panels)
+    page = render_html(arms, png, title, panels)
+    try:
+        write_atomic(png_path, png)
+        write_atomic(output, page)
+    except OSError as err:
+        raise CompareError(f"cannot write the report: {err}") from None
     return png_path
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m recipes.compare",
-        description="Training curves of several runs side by side, and a table of their last metrics and CV-Bench "
-        "results, as one self-contained HTML file (+ a PNG next to it).",
+        description="Training curves of runs side by side, runs of one experiment over seeds as their mean and a "
+        "min–max band, and a table of mean ± s.d. of the final metrics and CV-Bench results per arm, as one "
+        "self-contained HTML file (+ a PNG next to it). Arms: the runs of an --arm, and the other runs grouped by "
+        "experiment (W&B tag experiment:<name>; a RUN_DIR's resolved_config.yaml output_dir, else its folder name; "
+        "a trailing -seed<N> dropped).",
+        epilog="A RUN is a RUN_DIR or wandb:ENTITY/PROJECT/RUN_ID; give loose RUNs before the first --arm (an --arm "
+        "takes every RUN after it). Examples: python -m recipes.compare out/s0/grpo "
+        "out/s1/grpo out/s0/sft --output r.html; python -m recipes.compare --arm grpo a b c --arm sft d e "
+        "--output r.html",
     )
-    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="output_dir of a recipe run")
+    parser.add_argument(
+        "run_dirs", nargs="*", metavar="RUN", help="output_dir of a recipe run (grouped automatically)"
+    )
     parser.add_argument(
         "--wandb",
         nargs="+",
         default=[],
-        metavar="RUN",
-        help="W&B runs: ENTITY/PROJECT/RUN_ID (public API, needs network) or a local offline run folder",
+        metavar="RUN_PATH",
+        help="W&B runs: ENTITY/PROJECT/RUN_ID through the public API (needs network and `wandb login`); a local W&B "
+        "run folder RUN_DIR/wandb/offline-run-* is read through RUN_DIR's log history",
+    )
+    parser.add_argument(
+        "--arm",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "RUN"),
+        help="an arm named NAME made of the RUNs given after it (repeatable)",
+    )
+    parser.add_argument(
+        "--group-by",
+        choices=("arm", "run"),
+        default="arm",
+        help="arm (default): runs outside --arm grouped by experiment over seeds; run: every such run drawn alone",
     )
     parser.add_argument("--output", required=True, help="the HTML report to write; the PNG goes next to it")
     parser.add_argument("--title", default="Ablation comparison", help="the report's title")
@@ -609,16 +795,22 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    for name, *specs in args.arm:
+        if not specs:
+            parser.error(f"--arm {name} names no run: --arm NAME RUN [RUN ...]")
     try:
-        if not args.run_dirs and not args.wandb:
-            raise CompareError("nothing to compare: give at least one RUN_DIR or --wandb run")
-        runs = [load_run_dir(d) for d in args.run_dirs] + [load_wandb(spec) for spec in args.wandb]
-        png_path = write_report(runs, args.output, args.title)
+        if not (args.run_dirs or args.wandb or args.arm):
+            raise CompareError("nothing to compare: give at least one RUN_DIR, --arm NAME RUN... or --wandb RUN_PATH")
+        arms = [Arm(name, [load_run(spec) for spec in specs]) for name, *specs in args.arm]
+        runs = [load_run(spec) for spec in args.run_dirs] + [load_run(f"wandb:{spec}") for spec in args.wandb]
+        png_path = write_report([*arms, *runs], args.output, args.title, group_by=args.group_by)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.output} and {png_path} ({len(runs)} runs)")
+    count = len(runs) + sum(len(arm.runs) for arm in arms)
+    print(f"wrote {args.output} and {png_path} ({count} runs)")
     return 0
 
 

@@ -16,10 +16,11 @@ import logging
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from recipes.args import RecipeArguments
+from recipes.batch import check_master_weights
 from recipes.cli import RecipeError, run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
-from recipes.models import load_model
+from recipes.models import load_model, peft_config_for
 from recipes.runs import train_and_save
 from rewards import get_reward_funcs
 
@@ -49,6 +50,7 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
 
     # Model: loaded here (not by the trainer) so the freeze options apply before the optimizer sees the parameters.
     model = load_model(model_args, script_args, training_args)
+    check_master_weights(model, training_args)
 
     # Trainer
     trainer = GRPOTrainer(
@@ -57,6 +59,7 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
         args=training_args,
         train_dataset=dataset,
         processing_class=processor,
+        peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
     )
     attach_callbacks(trainer, script_args)
 

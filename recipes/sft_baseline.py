@@ -4,10 +4,12 @@
     python recipes/sft_baseline.py --config recipes/configs/tiny/sft_baseline.yaml     # offline, CPU
 
 As in the paper, the base weights get the instruct model's chat template (``chat_template: qwen2vl``) and the
-target is the bare correct answer. The data is in TRL's prompt-completion form, so the loss covers the completion
-tokens only: the answer text and the ``<|im_end|>`` that closes the assistant turn (the model must learn to stop).
-The system turn, the question, the image tokens and the ``<|im_start|>assistant`` header carry no loss: they are
-given at test time, and training on them would spend capacity on predicting the prompt.
+target is the bare correct answer; the data is in TRL's prompt-completion form. Two losses, chosen in the YAML:
+
+* ``sft_loss: paper`` (``configs/paper/sft_baseline.yaml``): the paper's — the whole rendered sequence, padding and
+  the vision special tokens masked, a token mean per sequence averaged over sequences (`recipes/sft_loss.py`).
+* ``sft_loss: trl`` with ``completion_only_loss: true`` (``configs/paper/sft_baseline_answer_only.yaml``): TRL's
+  completion-only loss, the answer and the ``<|im_end|>`` that closes it; what is given at test time carries none.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import logging
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from recipes.args import RecipeArguments
+from recipes.batch import check_master_weights
 from recipes.cli import run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
-from recipes.models import load_model
+from recipes.models import load_model, peft_config_for
 from recipes.runs import train_and_save
+from recipes.sft_loss import paper_loss_arguments
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = "paper/sft_baseline.yaml"
@@ -36,9 +40,18 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
 
     # Model
     model = load_model(model_args, script_args, training_args)
+    check_master_weights(model, training_args)
 
-    # Trainer: completion-only loss (set in the YAML); images are decoded and processed per batch by the collator.
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=processor)
+    # Trainer: the loss the YAML names; images are decoded and processed per batch by the collator.
+    loss = paper_loss_arguments(processor, training_args) if script_args.sft_loss == "paper" else {}
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
+        **loss,
+    )
     attach_callbacks(trainer, script_args)
 
     # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.

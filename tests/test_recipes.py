@@ -18,18 +18,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from recipes import grpo_base, grpo_instruct, sft_baseline
 from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.prompts import TEMPLATES, render, set_chat_template
-
-# The paper's prompts, written out independently of recipes/prompts.py (REFERENCE §1).
-PAPER_BASE_PROMPT = (
-    "A conversation between User and Assistant. The user asks a question about the image, and the Assistant solves "
-    "it. The assistant first thinks about the reasoning process in the mind and then provides the user with the "
-    "answer.\nUser: {q} \nAssistant: Let me solve this step by step.\n<think>"
-)
-PAPER_INSTRUCT_TEXT = (
-    "{q}  Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
-)
-IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+from recipes.prompts import TEMPLATES
 
 PARSERS = {"grpo": grpo_base.make_parser, "sft": sft_baseline.make_parser}
 
@@ -72,67 +61,6 @@ def test_a_misspelled_key_fails_parsing(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="learnig_rate"):
         grpo_base.make_parser().parse_args_and_config(["--config", str(bad)])
-
-
-@pytest.mark.parametrize("name", ["grpo_base", "grpo_base_length", "grpo_instruct"])
-def test_paper_grpo_configs_hold_the_reference_values(name):
-    script_args, args, model_args = parse_config(CONFIG_DIR / f"paper/{name}.yaml")
-    expected_model = "Qwen/Qwen2-VL-2B-Instruct" if name == "grpo_instruct" else "Qwen/Qwen2-VL-2B"
-    assert model_args.model_name_or_path == expected_model
-    assert script_args.prompt_template == ("instruct" if name == "grpo_instruct" else "base")
-    assert (args.loss_type, args.beta, args.temperature, args.num_generations) == ("grpo", 0.04, 1.0, 8)
-    assert args.learning_rate == 1e-6 and args.num_train_epochs == 2 and args.num_iterations == 1
-    assert args.max_completion_length == 700
-    assert (script_args.min_pixels, script_args.max_pixels) == (3136, 401408)
-    # 8 prompts per optimizer step on 8 GPUs: 8 completions per device = one prompt's group.
-    assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8 * args.num_generations
-    assert args.bf16 and args.activation_checkpointing and args.save_steps == 100
-    weights = dict(zip(script_args.reward_funcs, args.reward_weights, strict=True))
-    assert weights["accuracy"] == weights["format"] == 1.0 and weights["reflection"] == 0.0
-    assert script_args.accuracy_mode == "paper"
-    if name == "grpo_base_length":
-        assert weights["length"] == 1.0 and script_args.length_scale == 0.001
-    else:
-        assert "length" not in weights
-    assert "wandb" in args.report_to and args.run_name
-
-
-def test_paper_sft_config_holds_the_reference_values():
-    script_args, args, model_args = parse_config(CONFIG_DIR / "paper/sft_baseline.yaml")
-    assert model_args.model_name_or_path == "Qwen/Qwen2-VL-2B" and script_args.chat_template == "qwen2vl"
-    assert args.learning_rate == 2e-5 and args.num_train_epochs == 2 and args.max_length == 1024
-    assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 8
-    assert args.completion_only_loss and args.bf16
-
-
-def test_base_prompt_renders_the_paper_text_exactly(tiny_base_dir):
-    processor = AutoProcessor.from_pretrained(tiny_base_dir)
-    assert processor.chat_template is None  # the base recipe must not depend on a model chat template
-    template = TEMPLATES["base"]
-    set_chat_template(processor, template)
-    question = "Answer in natural language. Is the red circle left of the square? Choose between: left or right"
-    text = render(processor, template.messages(question))
-    assert text == IMAGE + PAPER_BASE_PROMPT.format(q=question)
-    assert "<|im_start|>" not in text and text.endswith("<think>")
-
-
-def test_instruct_prompt_goes_through_the_model_chat_template(tiny_instruct_dir):
-    processor = AutoProcessor.from_pretrained(tiny_instruct_dir)
-    template = TEMPLATES["instruct"]
-    set_chat_template(processor, template)
-    text = render(processor, template.messages("How many circles?"))
-    assert text == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        + IMAGE
-        + PAPER_INSTRUCT_TEXT.format(q="How many circles?")
-        + "<|im_end|>\n<|im_start|>assistant\n"
-    )
-
-
-def test_instruct_prompt_on_a_model_without_chat_template_is_refused(tiny_base_dir):
-    processor = AutoProcessor.from_pretrained(tiny_base_dir)
-    with pytest.raises(ValueError, match="chat_template: qwen2vl"):
-        set_chat_template(processor, TEMPLATES["instruct"])
 
 
 def tiny_args(module, config: str, model_dir, data_dir, out_dir, *extra: str):
@@ -225,9 +153,9 @@ def test_grpo_instruct_trains(tiny_instruct_dir, sat_records_dir, tmp_path):
     assert "rewards/accuracy_reward/mean" in trainer.state.log_history[0]
 
 
-def test_sft_baseline_trains_on_the_answer_only(tiny_base_dir, sat_records_dir, tmp_path):
+def test_sft_baseline_answer_only_trains_on_the_answer_only(tiny_base_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
-        sft_baseline, "tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
+        sft_baseline, "tiny/sft_baseline_answer_only.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
     )
     assert all(changed(initial, trainer.model).values())
     rows = [trainer.train_dataset[i] for i in range(4)]
@@ -261,7 +189,8 @@ def test_dry_run_prints_rendered_prompts_and_does_not_train(tiny_base_dir, sat_r
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("----- rendered prompt") == 2
-    assert IMAGE + "A conversation between User and Assistant." in result.stdout
+    vision = "<|vision_start|><|image_pad|><|vision_end|>"
+    assert vision + "<image>A conversation between User and Assistant." in result.stdout
     assert "Assistant: Let me solve this step by step.\n<think>" in result.stdout
     assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
 
