@@ -58,10 +58,10 @@ def accumulation_for(prompts_per_step: int, per_device: int, generations: int, w
 
 def derive_accumulation(parser, argv: list[str], parsed: tuple) -> tuple:
     """Re-parse with the gradient accumulation that gives ``prompts_per_step`` on this launch's processes."""
-    script_args, training_args = parsed[0], parsed[1]
-    target = getattr(script_args, "prompts_per_step", None)
-    if target is None:
+    if len(parsed) < 2 or getattr(parsed[0], "prompts_per_step", None) is None:  # e.g. the evaluation's parser
         return parsed
+    script_args, training_args = parsed[0], parsed[1]
+    target = script_args.prompts_per_step
     accumulation = accumulation_for(
         target, training_args.per_device_train_batch_size, completions_per_prompt(training_args), world_size_from_env()
     )

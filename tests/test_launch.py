@@ -200,7 +200,7 @@ def tiny_zero3_config(tmp_path: Path) -> Path:
     return path
 
 
-def launch_two_ranks(tmp_path, recipe, config, model_dir, data_dir, **env: str):
+def launch_two_ranks(tmp_path, recipe, config, model_dir, data_dir, *extra: str, **env: str):
     """`NUM_GPUS=2 bash launch/run_8gpu.sh RECIPE CONFIG ...` from outside the repo, 2 steps, a checkpoint at step 2.
 
     TORCH_EXTENSIONS_DIR is a fresh folder: any op DeepSpeed compiled on the way would appear in it.
@@ -215,7 +215,7 @@ def launch_two_ranks(tmp_path, recipe, config, model_dir, data_dir, **env: str):
         **env,
     )
     args = ["--model_name_or_path", str(model_dir), "--dataset_path", str(data_dir), "--report_to", "none"]
-    args += ["--max_steps", "2", "--save_steps", "2"]
+    args += ["--max_steps", "2", "--save_steps", "2", *extra]
     result = subprocess.run(
         ["bash", str(LAUNCH / "run_8gpu.sh"), recipe, config, *args],
         capture_output=True,
@@ -271,17 +271,33 @@ def check_zero3_run(result, out: Path, extensions: Path, model_dir: Path) -> Non
     assert not extensions.exists() or not any(extensions.iterdir())
 
 
+@pytest.mark.slow
 def test_grpo_zero3_on_two_cpu_ranks(tiny_base_dir, sat_records_dir, tmp_path):
     # The tiny length-ablation config: the same GRPO recipe, with a reward that varies on a random model (completion
-    # length) so that two steps really move the weights; accuracy and format are ~always 0 on it.
+    # length) so that two steps really move the weights; accuracy and format are ~always 0 on it. At the paper's
+    # learning rate (1e-6: no fp32 master weight may round its update away) and the paper's global batch of 8 prompts,
+    # which on 2 ranks x 2 prompts of 4 completions needs gradient accumulation 2, derived at launch.
     result, out, extensions = launch_two_ranks(
-        tmp_path, "recipes/grpo_base.py", "recipes/configs/tiny/grpo_base_length.yaml", tiny_base_dir, sat_records_dir
+        tmp_path,
+        "recipes/grpo_base.py",
+        "recipes/configs/tiny/grpo_base_length.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        "--learning_rate",
+        "1e-6",
+        "--prompts_per_step",
+        "8",
+    )
+    log = result.stdout + result.stderr
+    assert (
+        "global batch: 8 prompts x 4 sequences per optimizer step = 8 per device x 2 processes x 2 accumulation" in log
     )
     if torch.cuda.device_count() == 0:
         assert "no GPU visible" in result.stderr and "--ddp_backend gloo" in result.stderr
     check_zero3_run(result, out, extensions, tiny_base_dir)
 
 
+@pytest.mark.slow
 def test_sft_zero3_on_two_cpu_ranks(tiny_base_dir, sat_records_dir, tmp_path):
     result, out, extensions = launch_two_ranks(
         tmp_path,
@@ -294,6 +310,7 @@ def test_sft_zero3_on_two_cpu_ranks(tiny_base_dir, sat_records_dir, tmp_path):
     check_zero3_run(result, out, extensions, tiny_base_dir)
 
 
+@pytest.mark.slow
 def test_without_the_skip_deepspeed_sets_out_to_build_the_shm_op(tmp_path):
     """The control for the "compiled nothing" checks above: DeepSpeed's own comm-init step, run as is in a fresh
     TORCH_EXTENSIONS_DIR, creates the op's build folder there. The C++ compiler is replaced by `false`, so the build
