@@ -1,8 +1,10 @@
-"""Benchmark CV-Bench evaluation throughput at batch sizes 1 and 8 on the tiny model (a script, not a test).
+"""Benchmark CV-Bench evaluation throughput at batch sizes 1 and 8 on the tiny model (a script, not a test), and the
+cost of the model fingerprint (SHA-256 of the weight files) that every evaluation run computes.
 
 Usage::
 
     python benchmarks/bench_eval.py [--rows 48] [--max-new-tokens 64] [--batch-sizes 1 8] [--repeats 2] [--threads 1]
+                                    [--hash-mb 512]
 
 Builds the tiny base Qwen2-VL (`data_prep.tiny_model`) and ``--rows`` synthetic CV-Bench rows, then runs the whole
 evaluation (`recipes.eval_cvbench.main`: render, generate greedily, score, append predictions, summarize) into a fresh
@@ -10,7 +12,9 @@ output folder for each batch size, alternating the sizes ``--repeats`` times and
 (the machine may be shared). The stock tiny model never emits its end token, so every row costs exactly
 ``--max-new-tokens`` decoding steps at every batch size. Prints examples/s per batch size and the ratio to the
 first. One torch thread by default: the tiny model's matrices are too small to gain from more, and on two shared
-cores a second thread mostly waits (``--threads 0`` measured 3-7x slower here). Takes ~1 min on 2 cores.
+cores a second thread mostly waits (``--threads 0`` measured 3-7x slower here). Then hashes a ``--hash-mb`` file of
+random bytes the way `recipes.evaluation.fingerprint` hashes weights and projects the time for Qwen2-VL-2B's weights
+(bf16 and fp32). Takes ~1 min on 2 cores.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import torch  # noqa: E402
 from data_prep.synthetic import write_synthetic  # noqa: E402
 from data_prep.tiny_model import build_tiny_model  # noqa: E402
 from recipes.eval_cvbench import EvalArguments, main  # noqa: E402
+from recipes.evaluation.fingerprint import file_sha256  # noqa: E402
+
+QWEN2VL_2B_PARAMETERS = 2.21e9
 
 
 def run_once(model: Path, data: Path, out: Path, batch_size: int, max_new_tokens: int, rows: int) -> float:
@@ -40,7 +47,6 @@ def run_once(model: Path, data: Path, out: Path, batch_size: int, max_new_tokens
         dataset=str(data),
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
-        max_pixels=12544,  # the tiny processor's bound (its training config's)
         limit=rows,
     )
     start = time.perf_counter()
@@ -58,6 +64,7 @@ def bench() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per batch size (the best is kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--workdir", default=None, help="where to write model and data (default: a temp folder)")
+    parser.add_argument("--hash-mb", type=int, default=512, help="size of the file hashed for the fingerprint cost")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -73,6 +80,7 @@ def bench() -> None:
             for size in args.batch_sizes:
                 seconds = run_once(model, data, tmp / f"bs{size}-{repeat}", size, args.max_new_tokens, args.rows)
                 best[size] = min(best.get(size, float("inf")), seconds)
+        hash_rate = hash_throughput(tmp / "weights.bin", args.hash_mb)
 
     first = args.batch_sizes[0]
     print(
@@ -83,6 +91,27 @@ def bench() -> None:
     for size in args.batch_sizes:
         rate = args.rows / best[size]
         print(f"{size:10d}  {best[size]:7.2f}  {rate:10.2f}  {rate / (args.rows / best[first]):5.2f}x")
+    print(
+        f"model fingerprint: sha256 at {hash_rate:.0f} MB/s ({args.hash_mb} MB, page cache); Qwen2-VL-2B weights: ",
+        end="",
+    )
+    for name, width in (("bf16", 2), ("fp32", 4)):
+        size_mb = QWEN2VL_2B_PARAMETERS * width / 1e6
+        print(f"{name} {size_mb / 1000:.1f} GB in {size_mb / hash_rate:.0f} s", end="; " if name == "bf16" else "\n")
+
+
+def hash_throughput(path: Path, megabytes: int) -> float:
+    """MB/s of SHA-256 over a file of random bytes, with the fingerprint's own function (best of 2)."""
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(os.urandom(1 << 20))
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        file_sha256(path)
+        best = min(best, time.perf_counter() - start)
+    path.unlink()
+    return megabytes * (1 << 20) / 1e6 / best
 
 
 if __name__ == "__main__":

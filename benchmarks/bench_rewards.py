@@ -1,9 +1,10 @@
-"""Reward throughput on realistic completions, and the cost of 1 MB adversarial completions.
+"""Reward and CV-Bench scorer throughput on realistic completions, and the cost of 1 MB adversarial completions.
 
 Scores 10,000 generated completions shaped like a GRPO run on SAT (instruct and base-model shapes, right and wrong
 answers, with and without tags, numbers, option letters, self-reflection, truncated thinking) with every reward, in
-TRL-sized batches, and prints completions per second. Then times each reward on 1 MB completions built to make the
-paper's regexes or math-verify super-linear, and on the longest completion math-verify still sees.
+TRL-sized batches, and with the paper's CV-Bench scorer (`rewards.cvbench.score_response`, the row's options as its
+choices), and prints completions per second. Then times each on 1 MB completions built to make the paper's regexes
+or math-verify super-linear, and on the longest completion math-verify still sees.
 
 Times are CPU seconds of this process (`time.process_time`), which a busy shared machine inflates less than wall
 time; both are printed for the throughput table.
@@ -23,9 +24,11 @@ import time
 from collections.abc import Callable
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
-from rewards import AccuracyReward, LengthReward, accuracy_reward, format_reward, length_reward, reflection_reward
-from rewards.accuracy import MATH_VERIFY_MAX_CHARS
+from rewards import AccuracyReward, LengthReward, accuracy_reward, format_reward, reflection_reward
+from rewards.answers import MATH_VERIFY_MAX_CHARS
+from rewards.cvbench import score_response
 
 BASE_PROMPT = [
     {
@@ -120,13 +123,27 @@ def make_examples(n: int, seed: int) -> list[dict]:
     return examples
 
 
-def train_tokenizer(examples: list[dict]) -> Tokenizer:
-    """A small BPE tokenizer trained on the spot (no download), for the length reward's tokenizer fallback."""
+def train_tokenizer(examples: list[dict]) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer trained on the spot (no download), for the length reward."""
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["[UNK]"], show_progress=False)
     tokenizer.train_from_iterator((e["completion"][0]["content"] for e in examples[:2000]), trainer=trainer)
-    return tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
+
+
+class CVBenchScorer:
+    """`score_response` over a reward batch: the completion as the response, the options as the row's choices."""
+
+    __name__ = "score_response (CV-Bench)"
+
+    def __call__(self, completions, solution, options, **kwargs) -> list[float]:
+        scores = []
+        for completion, truth, choices in zip(completions, solution, options, strict=True):
+            text = completion[0]["content"] if isinstance(completion, list) else completion
+            letter = "ABCDEF"[choices.index(truth)] if truth in choices else "A"
+            scores.append(float(score_response(text, choices, f"({letter})")))
+        return scores
 
 
 def batches(examples: list[dict], size: int) -> list[dict]:
@@ -186,11 +203,11 @@ def main() -> None:
     rewards: dict[str, Callable] = {
         "format_reward": format_reward,
         "accuracy_reward (paper)": accuracy_reward,
-        "accuracy_reward (lenient)": AccuracyReward(mode="lenient"),
+        "accuracy_reward (gold_first)": AccuracyReward(mode="gold_first"),
         "accuracy_reward (format-gated)": AccuracyReward(require_format=True),
-        "length_reward (completion_ids)": length_reward,
-        "length_reward (tokenizer fallback)": LengthReward(tokenizer=tokenizer),
+        "length_reward (re-tokenized, paper)": LengthReward(tokenizer),
         "reflection_reward": reflection_reward,
+        "score_response (CV-Bench)": CVBenchScorer(),
     }
     batched = batches(examples, args.batch_size)
     accuracy_reward(**batched[0])  # import math-verify and sympy outside the timings
@@ -200,8 +217,6 @@ def main() -> None:
     for name, reward in rewards.items():
         start_cpu, start_wall, scores = time.process_time(), time.perf_counter(), []
         for batch in batched:
-            if name.startswith("length_reward (tokenizer"):
-                batch = {**batch, "completion_ids": None}
             scores += reward(**batch)
         cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
         mean = statistics.fmean(s for s in scores if s is not None)
@@ -213,8 +228,8 @@ def main() -> None:
         times = {}
         for label, text in inputs.items():
             batch = {"prompts": [BASE_PROMPT], "completions": [text], "solution": ["left"], "options": [["left"]]}
-            batch["completion_ids"] = None if "tokenizer" in name else [list(range(700))]
-            repeat = 1 if "tokenizer" in name else 3  # the tokenizer takes seconds per MB: once is enough
+            batch["completion_ids"] = [list(range(700))]
+            repeat = 1 if "length" in name else 3  # the tokenizer takes seconds per MB: once is enough
             times[label] = cpu_time(lambda reward=reward, batch=batch: reward(**batch), repeat=repeat)
         worst = max(times, key=times.get)
         median = statistics.median(times.values())

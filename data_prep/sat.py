@@ -6,26 +6,47 @@ Usage::
     python -m data_prep.sat --input SAT_train.parquet --output data/sat_all --num-proc 2
 
 ``--input`` is a hub id (streamed with `datasets`), a parquet file, or a folder of parquet files (the files whose
-name holds the split as a word, e.g. ``SAT_train.parquet`` or ``train-00000-of-00004.parquet``, or every parquet file
-when none does). ``image_bytes`` may hold raw encoded bytes or ``{bytes, path}`` image structs.
+path holds ``--split`` as a word, e.g. ``SAT_train.parquet`` or ``train-00000-of-00004.parquet``; when none does,
+the error lists the files and the words that tell them apart). ``image_bytes`` may hold raw encoded bytes or
+``{bytes, path}`` image structs. Column types are checked against SAT's schema first (``question``,
+``correct_answer`` and ``question_type`` strings, ``answers`` a list of strings, ``image_bytes`` a list of encoded
+images).
 
 What it writes: a `datasets` dataset at ``--output`` (``load_from_disk``) with `RECORD_FEATURES` columns, one record
-per good source row, in source order. Each row's options are shuffled by an RNG seeded with (``--seed``, row index),
-so the result does not depend on batching or ``--num-proc``. Ids are ``"<source>:<split>:<row index>"`` with the row
-index counted in the source split (``<source>`` is the hub id, or the local file/folder name without ``.parquet``).
-Images keep the source's encoded bytes. ``--limit N`` limits the rows *read*: ``--limit 15000 --multi-image skip``
-is the paper's "single-image rows among the first 15,000 train rows". ``--num-proc P`` decode-checks images in P
-worker processes; they take ~1-2 s to start and pay off only for large images on idle cores.
+per good source row, in source order, built with ``Dataset.from_generator`` and ``save_to_disk`` in a hidden sibling
+folder that is renamed into place when complete (a killed run's hidden folder is removed by the next run). Each
+row's options are shuffled by an RNG seeded with (``--seed``, row index), so the result does not depend on batching
+or ``--num-proc``. Ids are ``"<source>:<split>:<row index>"`` with the row index counted in the source split
+(``<source>`` is the hub id, or the local file/folder name without ``.parquet``).
 
-``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, and a content
-fingerprint (SHA-256 over the written records, images included, in order): same input and seed, same fingerprint.
+Images are stored at the resolution the model sees (`data_prep.images`): an image whose Qwen2-VL ``smart_resize``
+size at ``--min-pixels``/``--max-pixels``/``--image-factor`` (default: the paper's 3136 / 401408 / 28) differs from
+its own size is resized to it and re-encoded losslessly as PNG; every other image keeps the source's bytes. So the
+trainer, vLLM and an evaluation at the processor's default bounds all see the same ``image_grid_thw``.
+``--keep-original-images`` keeps every source image as it is.
+
+Options: ``--limit N`` limits the rows *read* (``--limit 15000 --multi-image skip`` is the paper's "single-image rows
+among the first 15,000 train rows"). ``--max-prompt-tokens`` (default 1024, the paper's prompt limit, which counted
+image tokens too) skips rows whose prompt would be longer: image tokens at the bounds + the user text's tokens +
+`TEMPLATE_TOKENS` for the recipes' prompt template; the text is counted with ``--tokenizer`` when given, else
+over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc P`` checks and resizes images in P
+worker processes (they start in ~1-2 s and exit with their parent; worth it only for large images on idle cores). A
+progress bar shows on a terminal.
+
+``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the image bounds and
+how many images were resized, and a content fingerprint (SHA-256 over the written records, images included, in
+order): same input and options, same fingerprint.
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
-``options_missing``, ``options_invalid`` (an empty or null option), ``answer_not_in_options``, ``image_missing``,
-``multi_image`` (only with ``--multi-image skip``), ``image_undecodable`` (every image is decoded to check it, at
-reduced scale for JPEG). A missing or unreadable source, or an output path that already holds something, stops
-with a message and exit code 2; the output folder appears only when complete (it is written to a hidden sibling
-folder and renamed).
+``options_missing``, ``options_invalid`` (an empty or null option), ``options_duplicate`` (two options equal once
+stripped), ``answer_not_in_options``, ``image_missing``, ``multi_image`` (only with ``--multi-image skip``),
+``image_undecodable`` (every image is decoded to check it, at reduced scale for JPEG), ``image_aspect_ratio`` (one
+side over 200 times the other: Qwen2-VL's processor refuses it), ``prompt_too_long``. Bad arguments, a missing or
+unreadable source, columns of the wrong type, an output path that holds something or cannot be created, and a
+conversion that would write no record stop with ``error: ...`` and exit code 2, leaving nothing behind.
+
+Where things live: reading and schema checks in `data_prep.sat_source`, the output folder in `data_prep.sat_output`,
+image sizing in `data_prep.images`; this module holds the per-row functions, the conversion loop and the command.
 """
 
 from __future__ import annotations
@@ -35,48 +56,69 @@ import hashlib
 import io
 import json
 import logging
+import math
 import multiprocessing
+import multiprocessing.connection
+import os
 import random
-import re
-import shutil
 import sys
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-from PIL import Image, ImageFile
+from PIL import Image
+from tqdm.auto import tqdm
 
-from data_prep.schema import RECORD_FEATURES, make_record
+from data_prep.files import write_atomic
+from data_prep.images import (
+    IMAGE_FACTOR,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    check_bounds,
+    encode_png,
+    fit_image,
+    fitted_size,
+    image_tokens,
+    load_checked,
+    strict_loading,
+)
+from data_prep.sat_output import check_output, publish, work_folder
+from data_prep.sat_source import PrepError, Source, limited, open_source, read_checked
+from data_prep.schema import RECORD_FEATURES, make_record, prompt_text
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("image_bytes", "question", "answers", "correct_answer")
-OPTIONAL_COLUMNS = ("question_type",)
 SKIP_REASONS = (
     "question_empty",
     "options_missing",
     "options_invalid",
+    "options_duplicate",
     "answer_not_in_options",
     "image_missing",
     "multi_image",
     "image_undecodable",
+    "image_aspect_ratio",
+    "prompt_too_long",
 )
 MULTI_IMAGE_MODES = ("keep", "skip")
 REPORT_NAME = "prep_report.json"
+# The paper's trainer cut prompts to their last 1,024 tokens, image tokens included (its max_prompt_length).
+PAPER_MAX_PROMPT_TOKENS = 1024
+# The records hold the user text only; the recipes wrap it in a prompt template. The longest one (the base-model
+# template: ~60 tokens of instructions, the three vision markers and `<image>`) adds about 70 tokens; allow 96.
+TEMPLATE_TOKENS = 96
+# Without a tokenizer, text is counted as one token per 2 UTF-8 bytes. Qwen2's tokenizer averages about 4 bytes a
+# token on English (1 per digit), so this over-counts ordinary questions about twofold: an ordinary SAT row stays far
+# inside the budget, and a 100,000-character question is still skipped. Pass --tokenizer for exact counts.
+ESTIMATE_BYTES_PER_TOKEN = 2
 BATCH_ROWS = 64  # rows per read / conversion batch: bounds memory and the work handed to one process
-READ_BUFFER_BYTES = 8 << 20  # read column chunks through a buffer (no pre-buffering): huge files still stream
-LOG_EVERY_ROWS = 10_000
-MAX_SHARD_BYTES = 500 << 20  # like `Dataset.save_to_disk`'s default shard size
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class PrepError(Exception):
-    """A problem with the arguments or the input that the user must fix; the message says what and how."""
+LOG_EVERY_ROWS = 10_000  # progress log lines when no progress bar shows (not a terminal)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -98,19 +140,6 @@ def image_bytes_of(value: object) -> bytes | None:
     return None
 
 
-def image_decodes(data: bytes) -> bool:
-    """True when ``data`` decodes completely as an image (JPEGs are decoded at reduced scale, which still reads
-    every byte of the compressed data, so truncation is caught)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (1, 1))
-            image.load()
-        return True
-    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError, ...)
-        return False
-
-
 def shuffled_options(options: list[str], seed: int, row_index: int) -> list[str]:
     """The options in the order shown to the model: a permutation that depends only on (seed, row index).
 
@@ -127,7 +156,12 @@ def shuffled_options(options: list[str], seed: int, row_index: int) -> list[str]
 
 
 def check_row(row: dict, multi_image: str = "keep") -> tuple[str | None, list[bytes]]:
-    """Every check but decoding: ``(skip reason or None, the row's image bytes)``."""
+    """Every check that needs no image decoding: ``(skip reason or None, the row's image bytes)``.
+
+    Example:
+        >>> check_row({"question": "Q?", "answers": ["a", "a "], "correct_answer": "a", "image_bytes": [b"x"]})
+        ('options_duplicate', [])
+    """
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         return "question_empty", []
@@ -136,6 +170,8 @@ def check_row(row: dict, multi_image: str = "keep") -> tuple[str | None, list[by
         return "options_missing", []
     if not all(isinstance(o, str) and o.strip() for o in options):
         return "options_invalid", []
+    if len({o.strip() for o in options}) < len(options):
+        return "options_duplicate", []
     answer = row.get("correct_answer")
     if not isinstance(answer, str) or answer not in options:
         return "answer_not_in_options", []
@@ -150,8 +186,51 @@ def check_row(row: dict, multi_image: str = "keep") -> tuple[str | None, list[by
     return None, images
 
 
+@dataclass(frozen=True)
+class ImageBounds:
+    """Qwen2-VL's resize bounds the images are stored at, and whether originals are kept regardless."""
+
+    min_pixels: int = MIN_PIXELS
+    max_pixels: int = MAX_PIXELS
+    factor: int = IMAGE_FACTOR
+    keep_original: bool = False
+
+
+def inspect_image(data: bytes, bounds: ImageBounds) -> tuple[str | None, bytes | None, int]:
+    """``(skip reason or None, the bytes to store instead (None: keep ``data``), image tokens at the bounds)``.
+
+    The image is opened once: decoded in full and resized when it is outside the bounds, else only checked.
+    """
+    try:
+        with strict_loading(), Image.open(io.BytesIO(data)) as image:
+            try:
+                size = fitted_size(image.width, image.height, bounds.min_pixels, bounds.max_pixels, bounds.factor)
+            except ValueError:  # smart_resize refuses aspect ratios beyond 200:1
+                size = None
+            if size is None or bounds.keep_original or size == image.size:
+                load_checked(image)
+                replacement = None
+            else:
+                image.load()
+                replacement = encode_png(fit_image(image, bounds.min_pixels, bounds.max_pixels, bounds.factor))
+    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError, ...)
+        return "image_undecodable", None, 0
+    if size is None:
+        return "image_aspect_ratio", None, 0
+    return None, replacement, image_tokens(*size, bounds.min_pixels, bounds.max_pixels, bounds.factor)
+
+
+def inspect_row_images(images: list[bytes], bounds: ImageBounds) -> tuple[str | None, list[bytes | None], int]:
+    """One row's images: ``(skip reason or None, replacement bytes per image (None: unchanged), image tokens)``."""
+    results = [inspect_image(data, bounds) for data in images]
+    for reason in ("image_undecodable", "image_aspect_ratio"):  # the row's reason: the first in SKIP_REASONS order
+        if any(r == reason for r, _, _ in results):
+            return reason, [], 0
+    return None, [stored for _, stored, _ in results], sum(tokens for _, _, tokens in results)
+
+
 def build_record(row: dict, images: list[bytes], row_index: int, *, source_name: str, split: str, seed: int) -> dict:
-    """The record of a row that passed every check."""
+    """The record of a row that passed every check, with the image bytes to store."""
     question_type = row.get("question_type")
     return make_record(
         record_id=f"{source_name}:{split}:{row_index}",
@@ -163,33 +242,37 @@ def build_record(row: dict, images: list[bytes], row_index: int, *, source_name:
     )
 
 
-def convert_row(
-    row: dict, row_index: int, *, source_name: str, split: str, seed: int, multi_image: str = "keep"
-) -> tuple[dict | None, str | None]:
-    """One SAT row → ``(record, None)``, or ``(None, reason)`` when the row must be skipped (see `SKIP_REASONS`)."""
-    reason, images = check_row(row, multi_image)
-    if reason is None and not _decode_flags([images])[0]:
-        reason = "image_undecodable"
-    if reason is not None:
-        return None, reason
-    return build_record(row, images, row_index, source_name=source_name, split=split, seed=seed), None
+class TextTokenCounter:
+    """Counts the tokens of user texts: with a tokenizer when given, else the estimate of one token per
+    `ESTIMATE_BYTES_PER_TOKEN` UTF-8 bytes.
 
+    Example:
+        >>> counter = TextTokenCounter()
+        >>> counter(["Is the chair left of the table?", "x" * 100_000]), counter.description
+        ([16, 50000], 'estimate: 1 token per 2 UTF-8 bytes')
+    """
 
-def _decode_flags(image_lists: list[list[bytes]]) -> list[bool]:
-    """For each row's images: do they all decode? (The expensive part; runs in worker processes if asked.)"""
-    with _strict_image_loading():
-        return [all(image_decodes(data) for data in images) for images in image_lists]
+    def __init__(self, tokenizer: str | None = None):
+        self._tokenizer = None
+        self.description = f"estimate: 1 token per {ESTIMATE_BYTES_PER_TOKEN} UTF-8 bytes"
+        if tokenizer is not None:
+            from transformers import AutoTokenizer
 
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            except Exception as err:  # transformers raises OSError, ValueError, ... for a bad name or folder
+                raise PrepError(
+                    f"cannot load the tokenizer {tokenizer!r} ({err}). Pass a local model or tokenizer folder (or a "
+                    "hub id reachable from here) with --tokenizer, or leave it out to use the estimate."
+                ) from err
+            self.description = f"tokenizer: {tokenizer}"
 
-@contextmanager
-def _strict_image_loading() -> Iterator[None]:
-    """Make sure PIL refuses truncated images even if another library relaxed it for the process."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    def __call__(self, texts: list[str]) -> list[int]:
+        if self._tokenizer is None:
+            return [math.ceil(len(text.encode("utf-8")) / ESTIMATE_BYTES_PER_TOKEN) for text in texts]
+        if not texts:
+            return []
+        return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def update_fingerprint(digest: hashlib._Hash, record: dict) -> None:
@@ -201,179 +284,34 @@ def update_fingerprint(digest: hashlib._Hash, record: dict) -> None:
         digest.update(len(image["bytes"]).to_bytes(8, "little") + image["bytes"])
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Sources: hub id, parquet file, folder of parquet files → batches of row dicts
-# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Tally:
+    """What the conversion saw, filled in as records are generated."""
 
-
-class Source:
-    """An opened input: ``name`` (used in record ids), ``files`` (local parquet files, if any), ``batches()``."""
-
-    def __init__(self, name: str, files: list[Path] | None = None, hub_dataset=None):
-        self.name = name
-        self.files = files or []
-        self._hub_dataset = hub_dataset
-
-    def batches(self, batch_rows: int) -> Iterator[list[dict]]:
-        if self._hub_dataset is not None:
-            for batch in self._hub_dataset.iter(batch_size=batch_rows):
-                keys = list(batch)
-                yield [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
-            return
-        for path in self.files:
-            reader = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
-            columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in reader.schema_arrow.names]
-            try:
-                for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
-                    yield batch.to_pylist()
-            finally:
-                reader.close()
-
-
-def _split_files(folder: Path, split: str) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
-    token = re.compile(rf"(?<![a-z0-9]){re.escape(split.lower())}(?![a-z0-9])")
-    matching = [p for p in files if token.search(str(p.relative_to(folder)).lower())]
-    return matching or files
-
-
-def _check_parquet(path: Path) -> None:
-    try:
-        with pq.ParquetFile(path) as reader:
-            names = reader.schema_arrow.names
-    except Exception as err:
-        raise PrepError(
-            f"cannot read {path} as parquet ({err}). Check that it is a complete parquet file (re-download it if "
-            "it was cut short)."
-        ) from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
-    if missing:
-        raise PrepError(
-            f"{path} lacks the SAT column(s) {', '.join(missing)} (it has: {', '.join(names)}). "
-            f"A SAT file needs the columns {', '.join(REQUIRED_COLUMNS)} (and usually question_type)."
-        )
-
-
-def open_source(source: str, split: str) -> Source:
-    """Resolve ``source`` (local file, local folder, or hub id) and check it can be read; raise `PrepError` if not."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        _check_parquet(path)
-        return Source(path.name.removesuffix(".parquet"), files=[path])
-    if path.is_dir():
-        files = _split_files(path, split)
-        if not files:
-            raise PrepError(
-                f"the folder {path} holds no .parquet files. Point --input at a SAT parquet file or folder."
-            )
-        for file in files:
-            _check_parquet(file)
-        logger.info("reading %d parquet file(s) from %s: %s", len(files), path, ", ".join(f.name for f in files))
-        return Source(path.name, files=files)
-    if path.suffix == ".parquet" or not HUB_ID.match(source):
-        raise PrepError(
-            f"the input {source!r} does not exist. Pass an existing parquet file or folder, or a hub id such as "
-            "array/SAT."
-        )
-    return _open_hub(source, split)
-
-
-def _open_hub(source: str, split: str) -> Source:
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(source, split=split, streaming=True)
-    except Exception as err:
-        raise PrepError(
-            f"the input {source!r} is not a local file or folder, and loading it from the Hugging Face hub (split "
-            f"{split!r}) failed: {err}. Check the id, the split and your network (offline mode: HF_HUB_OFFLINE / "
-            "HF_DATASETS_OFFLINE), or download the parquet files and pass the file or folder with --input."
-        ) from err
-    # The card may declare image_bytes as images; read the encoded bytes, never decoded PIL images.
-    dataset = dataset.decode(False)
-    if dataset.column_names is not None:
-        missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
-        if missing:
-            raise PrepError(
-                f"the hub dataset {source!r} (split {split!r}) lacks the SAT column(s) {', '.join(missing)} "
-                f"(it has: {', '.join(dataset.column_names)}). Is it a SAT-format dataset?"
-            )
-    return Source(source, hub_dataset=dataset)
+    rows_read: int = 0
+    rows_written: int = 0
+    images_resized: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    finished: bool = False
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Output: Arrow shards written as records arrive, then the `save_to_disk` layout
+# Conversion: batches → records, image work in this process or in worker processes
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _ShardWriter:
-    """Writes records to Arrow shards in ``folder`` with bounded memory; `close` gives `load_from_disk`'s layout."""
+def _exit_with_parent() -> None:
+    """Worker initializer: exit as soon as the parent process is gone (killed, say) instead of lingering."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.shards: list[Path] = []
-        self._writer = None
-        self._shard_bytes = 0
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready when the parent's end of the pipe closes
+        os._exit(1)
 
-    def write(self, records: list[dict]) -> None:
-        from datasets.arrow_writer import ArrowWriter
-
-        if not records:
-            return
-        if self._writer is None or self._shard_bytes >= MAX_SHARD_BYTES:
-            self._finish_shard()
-            self.shards.append(self.folder / f"shard-{len(self.shards):05d}.arrow")
-            self._writer = ArrowWriter(features=RECORD_FEATURES, path=str(self.shards[-1]))
-        self._writer.write_batch({key: [r[key] for r in records] for key in RECORD_FEATURES})
-        self._shard_bytes += sum(len(i["bytes"]) for r in records for i in r["images"])
-
-    def _finish_shard(self) -> None:
-        if self._writer is not None:
-            self._writer.finalize()
-            self._writer.close()
-            self._writer = None
-            self._shard_bytes = 0
-
-    def close(self, fingerprint: str) -> None:
-        """Finish the last shard and write the files `datasets.load_from_disk` reads (as `save_to_disk` does)."""
-        from datasets import DatasetInfo
-        from datasets.arrow_writer import ArrowWriter
-
-        self._finish_shard()
-        if not self.shards:  # no good rows: still a valid, empty dataset with the right features
-            self.shards.append(self.folder / "shard-00000.arrow")
-            with ArrowWriter(features=RECORD_FEATURES, path=str(self.shards[0])) as writer:
-                writer.finalize()
-        names = []
-        for i, shard in enumerate(self.shards):
-            name = f"data-{i:05d}-of-{len(self.shards):05d}.arrow"
-            shard.rename(self.folder / name)
-            names.append(name)
-        DatasetInfo(
-            description="SAT rows converted by data_prep.sat; see prep_report.json", features=RECORD_FEATURES
-        ).write_to_directory(str(self.folder))
-        state = {
-            "_data_files": [{"filename": name} for name in names],
-            "_fingerprint": fingerprint[:16],
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _holds_something(path: Path) -> bool:
-    """True when ``path`` exists and is not an empty directory (an empty directory may be replaced)."""
-    if path.is_dir() and not path.is_symlink():
-        return any(path.iterdir())
-    return path.exists() or path.is_symlink()
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class _InProcess:
@@ -391,50 +329,131 @@ class _InProcess:
         return future
 
 
+def _inspect_batch(image_lists: list[list[bytes]], bounds: ImageBounds) -> list[tuple[str | None, list, int]]:
+    """`inspect_row_images` for each row of a batch (the costly part: runs in a worker process if asked)."""
+    return [inspect_row_images(images, bounds) for images in image_lists]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    source_name: str
+    split: str
+    seed: int
+    multi_image: str
+    bounds: ImageBounds
+    max_prompt_tokens: int
+    count_text_tokens: TextTokenCounter
+
+
 def _finish(
-    first: int, rows: list[dict], checks: list[tuple[str | None, list[bytes]]], decodable: Future, params: dict
-) -> list[tuple[dict | None, str | None]]:
-    flags = iter(decodable.result())
-    results = []
+    first: int, rows: list[dict], checks: list[tuple[str | None, list[bytes]]], inspected: Future, settings: _Settings
+) -> list[tuple[dict | None, str | None, int]]:
+    """``(record, None, images resized)`` or ``(None, reason, 0)`` for each row of a batch, in order."""
+    results: list[tuple[dict | None, str | None, int]] = []
+    image_results = iter(inspected.result())
+    kept: list[tuple[int, dict, int]] = []  # (position in results, record, image tokens)
+    params = {"source_name": settings.source_name, "split": settings.split, "seed": settings.seed}
     for offset, (row, (reason, images)) in enumerate(zip(rows, checks, strict=True)):
-        if reason is None and not next(flags):
-            reason = "image_undecodable"
-        results.append((None if reason else build_record(row, images, first + offset, **params), reason))
+        if reason is None:
+            reason, replacements, tokens = next(image_results)
+        if reason is not None:
+            results.append((None, reason, 0))
+            continue
+        stored = [new if new is not None else old for old, new in zip(images, replacements, strict=True)]
+        record = build_record(row, stored, first + offset, **params)
+        kept.append((len(results), record, tokens))
+        results.append((record, None, sum(new is not None for new in replacements)))
+    text_tokens = settings.count_text_tokens([prompt_text(record["messages"]) for _, record, _ in kept])
+    for (position, _, tokens), text in zip(kept, text_tokens, strict=True):
+        if tokens + text + TEMPLATE_TOKENS > settings.max_prompt_tokens:
+            results[position] = (None, "prompt_too_long", 0)
     return results
 
 
 def _converted_batches(
-    batches: Iterator[list[dict]], multi_image: str, record_params: dict, num_proc: int
-) -> Iterator[list[tuple[dict | None, str | None]]]:
-    """Convert batches in order: ``(record, None)`` or ``(None, reason)`` per row.
+    batches: Iterator[list[dict]], settings: _Settings, num_proc: int
+) -> Iterator[list[tuple[dict | None, str | None, int]]]:
+    """Convert batches in order (see `_finish`).
 
-    The cheap checks and the records are made here; image decoding, the costly part, runs here too or in
-    ``num_proc`` worker processes that get only image bytes and send back one flag per row. At most 2·num_proc
-    batches are in flight, so reading never runs far ahead of decoding and memory stays flat.
+    The cheap checks and the records are made here; image decoding and resizing, the costly part, run here too or
+    in ``num_proc`` worker processes that get only image bytes and send back a reason, the resized bytes (if any)
+    and a token count per row. At most 2·num_proc batches are in flight, so reading never runs far ahead of the
+    image work and memory stays flat.
     """
-    pool = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("spawn")) if num_proc > 1 else None
+    pool = None
+    if num_proc > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_exit_with_parent)
     with pool or _InProcess() as executor:
         pending: deque = deque()
         first = 0
         for rows in batches:
-            checks = [check_row(row, multi_image) for row in rows]
-            decodable = executor.submit(_decode_flags, [images for reason, images in checks if reason is None])
-            pending.append((first, rows, checks, decodable))
+            checks = [check_row(row, settings.multi_image) for row in rows]
+            inspected = executor.submit(
+                _inspect_batch, [images for reason, images in checks if reason is None], settings.bounds
+            )
+            pending.append((first, rows, checks, inspected))
             first += len(rows)
             if len(pending) >= 2 * num_proc:
-                yield _finish(*pending.popleft(), record_params)
+                yield _finish(*pending.popleft(), settings)
         while pending:
-            yield _finish(*pending.popleft(), record_params)
+            yield _finish(*pending.popleft(), settings)
 
 
-def _limited(batches: Iterator[list[dict]], limit: int | None) -> Iterator[list[dict]]:
-    seen = 0
-    for rows in batches:
-        if limit is not None and seen + len(rows) >= limit:
-            yield rows[: limit - seen]
-            return
-        seen += len(rows)
-        yield rows
+def _generate_records(
+    opened: Source, source: str, limit: int | None, settings: _Settings, num_proc: int, tally: _Tally
+) -> Iterator[dict]:
+    """The records to save, in source order; fills ``tally`` as it goes (the generator of `Dataset.from_generator`)."""
+    total = opened.num_rows()
+    total = limit if total is None else min(total, limit or total)
+    next_log = LOG_EVERY_ROWS
+    batches = read_checked(limited(opened.batches(BATCH_ROWS), limit), source)
+    with tqdm(total=total, unit=" rows", desc="converting SAT", disable=None) as bar:
+        for results in _converted_batches(batches, settings, num_proc):
+            for record, reason, resized in results:
+                tally.rows_read += 1
+                if record is None:
+                    tally.skipped[reason] += 1
+                    continue
+                update_fingerprint(tally.digest, record)
+                tally.rows_written += 1
+                tally.images_resized += resized
+                yield record
+            bar.update(len(results))
+            bar.set_postfix(written=tally.rows_written, refresh=False)
+            if bar.disable and tally.rows_read >= next_log:
+                logger.info("read %d rows, wrote %d", tally.rows_read, tally.rows_written)
+                next_log += LOG_EVERY_ROWS
+    tally.finished = True
+
+
+def _save(records: Callable[[], Iterator[dict]], work: Path, tally: _Tally) -> Path:
+    """Save the generated records with `datasets` (arrow cache in ``work/cache``); return the saved folder."""
+    import datasets
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # our own bar counts the rows; theirs would only repeat it
+    try:
+        dataset = Dataset.from_generator(
+            records,
+            features=RECORD_FEATURES,
+            cache_dir=str(work / "cache"),
+            fingerprint=uuid.uuid4().hex,  # a fresh cache entry every run; also spares hashing the generator
+        )
+        logger.info("saving %d records", len(dataset))
+        dataset.save_to_disk(str(work / "dataset"))
+    except (DatasetGenerationError, ValueError) as err:
+        if tally.finished and tally.rows_written == 0:
+            return work / "dataset"  # nothing to save: the caller reports it
+        if isinstance(err, DatasetGenerationError) and err.__cause__ is not None:
+            raise err.__cause__ from None  # the conversion's own error (a PrepError, say), not the wrapper
+        raise
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    return work / "dataset"
 
 
 def convert(
@@ -446,11 +465,17 @@ def convert(
     seed: int = 0,
     multi_image: str = "keep",
     num_proc: int = 1,
+    max_prompt_tokens: int = PAPER_MAX_PROMPT_TOKENS,
+    tokenizer: str | None = None,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+    image_factor: int = IMAGE_FACTOR,
+    keep_original_images: bool = False,
 ) -> dict:
     """Convert the SAT rows of ``source`` into records saved at ``output``; return the report (also saved there).
 
     Raises `PrepError` (and leaves everything that existed untouched) for bad arguments, a missing or unreadable
-    source, or an ``output`` that already holds something.
+    source, an ``output`` that already holds something or cannot be created, or no record to write.
     """
     if multi_image not in MULTI_IMAGE_MODES:
         raise PrepError(f"multi_image must be one of {', '.join(MULTI_IMAGE_MODES)}; got {multi_image!r}")
@@ -458,40 +483,44 @@ def convert(
         raise PrepError(f"limit must be at least 1 (or None for every row); got {limit}")
     if num_proc < 1:
         raise PrepError(f"num_proc must be at least 1; got {num_proc}")
-    output = Path(output).expanduser()
-    if _holds_something(output):
-        raise PrepError(f"the output path {output} already exists. Choose a new --output or delete it first.")
-    opened = open_source(source, split)
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    writer = _ShardWriter(work)
-    record_params = {"source_name": opened.name, "split": split, "seed": seed}
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
-    digest = hashlib.sha256()
-    rows_read = rows_written = 0
-    next_log = LOG_EVERY_ROWS
-    start = time.perf_counter()
+    if max_prompt_tokens < 1:
+        raise PrepError(f"max_prompt_tokens must be at least 1; got {max_prompt_tokens}")
     try:
-        batches = _limited(opened.batches(BATCH_ROWS), limit)
-        checked = _read_checked(batches, source)
-        for results in _converted_batches(checked, multi_image, record_params, num_proc):
-            records = []
-            for record, reason in results:
-                rows_read += 1
-                if record is None:
-                    skipped[reason] += 1
-                    continue
-                update_fingerprint(digest, record)
-                records.append(record)
-            writer.write(records)
-            rows_written += len(records)
-            if rows_read >= next_log:
-                logger.info("read %d rows, wrote %d", rows_read, rows_written)
-                next_log += LOG_EVERY_ROWS
-        fingerprint = digest.hexdigest()
-        writer.close(fingerprint)
+        check_bounds(min_pixels, max_pixels, image_factor)
+    except ValueError as err:
+        raise PrepError(f"{err}. Fix --min-pixels / --max-pixels / --image-factor.") from err
+    output = Path(output).expanduser()
+    check_output(output)
+    opened = open_source(source, split)
+    settings = _Settings(
+        source_name=opened.name,
+        split=split,
+        seed=seed,
+        multi_image=multi_image,
+        bounds=ImageBounds(min_pixels, max_pixels, image_factor, keep_original_images),
+        max_prompt_tokens=max_prompt_tokens,
+        count_text_tokens=TextTokenCounter(tokenizer),
+    )
+
+    tally = _Tally()
+    start = time.perf_counter()
+    with work_folder(output) as work:
+        records = _generate_records(opened, source, limit, settings, num_proc, tally)
+        try:
+            saved = _save(lambda: records, work, tally)
+        except BrokenProcessPool as err:
+            raise PrepError(
+                "an image worker process died (killed, or out of memory?). Nothing was written; run again, with a "
+                "smaller --num-proc."
+            ) from err
+        finally:
+            records.close()
+        if tally.rows_written == 0:
+            reasons = ", ".join(f"{k}={v}" for k, v in tally.skipped.items() if v) or "the source has no rows"
+            raise PrepError(
+                f"no record to write: all {tally.rows_read} rows read were skipped ({reasons}). Nothing was written; "
+                "check the input (the skip reasons are listed in data_prep/sat.py) and run again."
+            )
         report = {
             "source": source,
             "source_name": opened.name,
@@ -501,37 +530,27 @@ def convert(
             "seed": seed,
             "multi_image": multi_image,
             "num_proc": num_proc,
-            "rows_read": rows_read,
-            "rows_written": rows_written,
-            "rows_skipped": rows_read - rows_written,
-            "skipped_by_reason": skipped,
-            "fingerprint": fingerprint,
+            "max_prompt_tokens": max_prompt_tokens,
+            "prompt_tokens_counted_with": settings.count_text_tokens.description,
+            "template_tokens_allowed": TEMPLATE_TOKENS,
+            "images": {
+                "min_pixels": min_pixels,
+                "max_pixels": max_pixels,
+                "factor": image_factor,
+                "keep_original": keep_original_images,
+                "resized": tally.images_resized,
+            },
+            "rows_read": tally.rows_read,
+            "rows_written": tally.rows_written,
+            "rows_skipped": tally.rows_read - tally.rows_written,
+            "skipped_by_reason": tally.skipped,
+            "fingerprint": tally.digest.hexdigest(),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        (work / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        if _holds_something(output):  # appeared while we were converting: never clobber it
-            raise PrepError(f"the output path {output} appeared during the conversion; choose a new --output.")
-        work.replace(output)
-    except BaseException:
-        writer.abort()
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    logger.debug("wrote %d of %d rows to %s", rows_written, rows_read, output)
+        write_atomic(saved / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+        publish(saved, output)
+    logger.debug("wrote %d of %d rows to %s", tally.rows_written, tally.rows_read, output)
     return report
-
-
-def _read_checked(batches: Iterator[list[dict]], source: str) -> Iterator[list[dict]]:
-    """Turn read failures in the middle of the source (corrupt pages, lost connection) into a `PrepError`."""
-    rows = 0
-    try:
-        for batch in batches:
-            yield batch
-            rows += len(batch)
-    except (OSError, ValueError, RuntimeError) as err:  # pyarrow's errors derive from these
-        raise PrepError(
-            f"reading {source!r} failed after {rows} rows: {err}. Nothing was written; check or re-download the "
-            "input and run again."
-        ) from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,7 +570,33 @@ def main(argv: list[str] | None = None) -> int:
         "--num-proc",
         type=int,
         default=1,
-        help="processes for the image decoding checks (default: 1); helps with large images on idle cores only",
+        help="processes for the image checks and resizing (default: 1); helps with large images on idle cores only",
+    )
+    parser.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=PAPER_MAX_PROMPT_TOKENS,
+        help=f"skip rows whose prompt (image tokens, text, template) would exceed this (default: "
+        f"{PAPER_MAX_PROMPT_TOKENS}, the paper's limit)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer (model folder or hub id) that counts the prompt's text tokens; default: an over-estimate",
+    )
+    parser.add_argument(
+        "--min-pixels", type=int, default=MIN_PIXELS, help=f"images' minimum area (default: {MIN_PIXELS})"
+    )
+    parser.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"images' maximum area (default: {MAX_PIXELS})"
+    )
+    parser.add_argument(
+        "--image-factor", type=int, default=IMAGE_FACTOR, help=f"image sides' multiple (default: {IMAGE_FACTOR})"
+    )
+    parser.add_argument(
+        "--keep-original-images",
+        action="store_true",
+        help="store every image as in the source, even those outside the bounds",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -564,6 +609,12 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             multi_image=args.multi_image,
             num_proc=args.num_proc,
+            max_prompt_tokens=args.max_prompt_tokens,
+            tokenizer=args.tokenizer,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            image_factor=args.image_factor,
+            keep_original_images=args.keep_original_images,
         )
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -571,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     reasons = ", ".join(f"{k}={v}" for k, v in report["skipped_by_reason"].items() if v) or "none"
     print(
         f"wrote {report['rows_written']} records to {args.output} (read {report['rows_read']}, skipped "
-        f"{report['rows_skipped']}: {reasons}) in {report['seconds']:.1f} s; fingerprint {report['fingerprint'][:16]}"
+        f"{report['rows_skipped']}: {reasons}; {report['images']['resized']} images resized) in "
+        f"{report['seconds']:.1f} s; fingerprint {report['fingerprint'][:16]}"
     )
     return 0
 

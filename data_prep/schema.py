@@ -9,7 +9,8 @@ Columns
 ``id``            stable source row id, ``"<source>:<split>:<row index>"`` (e.g. ``"array/SAT:train:42"``)
 ``messages``      ``[{"role": "user", "content": [{"type": "image", "text": None}, ..., {"type": "text", "text": U}]},
                   {"role": "assistant", "content": [{"type": "text", "text": answer}]}]``
-``images``        list of `datasets.Image` values holding the source's encoded bytes (never re-encoded)
+``images``        list of `datasets.Image` values: the source's encoded bytes, or a lossless PNG resized to the
+                  training bounds (`data_prep.images`) when the source image is outside them
 ``solution``      the correct answer, one of ``options``
 ``options``       the candidate answers, in the (seeded, shuffled) order shown in the question
 ``question``      the source question, before options were appended

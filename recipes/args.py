@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from data_prep.images import MAX_PIXELS, MIN_PIXELS
+
 
 @dataclass
 class RecipeArguments:
@@ -31,13 +33,19 @@ class RecipeArguments:
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": "Reward names from the `rewards` registry; weights go in `reward_weights`."},
     )
-    accuracy_mode: str = field(default="paper", metadata={"help": "'paper' (the paper's three checks) or 'lenient'."})
+    accuracy_mode: str = field(
+        default="paper",
+        metadata={"help": "'paper' (the paper's three checks, math-verify in its argument order) or 'gold_first'."},
+    )
     accuracy_requires_format: bool = field(
         default=False, metadata={"help": "Count accuracy only when the format reward is 1 (format-gated accuracy)."}
     )
-    length_scale: float = field(default=0.001, metadata={"help": "Reward per completion token of the length reward."})
-    min_pixels: int = field(default=3136, metadata={"help": "Smallest image area (pixels) after resizing."})
-    max_pixels: int = field(default=401408, metadata={"help": "Largest image area (pixels) after resizing."})
+    length_scale: float | None = field(
+        default=None,
+        metadata={"help": "Reward per completion token of the length reward; unset: the registry's 0.001."},
+    )
+    min_pixels: int = field(default=MIN_PIXELS, metadata={"help": "Smallest image area (pixels) after resizing."})
+    max_pixels: int = field(default=MAX_PIXELS, metadata={"help": "Largest image area (pixels) after resizing."})
     freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower and its patch merger."})
     freeze_llm: bool = field(default=False, metadata={"help": "Freeze the language model (embeddings and head too)."})
     dry_run: bool = field(

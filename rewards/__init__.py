@@ -9,9 +9,13 @@ name       function              default weight what it scores
 ========== ===================== ============== ===============================================================
 accuracy   `accuracy_reward`     1.0            the answer against the ``solution`` column (the paper's checks)
 format     `format_reward`       1.0            the ``<think>…</think><answer>…</answer>`` shape
-length     `length_reward`       1.0            0.001 × completion tokens (the paper's naive ablation)
+length     `LengthReward`        1.0            0.001 × completion tokens (the paper's naive ablation)
 reflection `reflection_reward`   0.0            self-reflection phrases: a monitor, logged but never trained on
 ========== ===================== ============== ===============================================================
+
+Where things live: `rewards.answers` reads answers out of text (the paper's regexes, math-verify with its timeouts),
+shared by the accuracy reward and `rewards.cvbench`, the paper's CV-Bench scorer used by the evaluation.
+The default weights and the length scale are defined here once; the YAML configs override them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, NamedTuple
 
 from rewards.accuracy import AccuracyReward, accuracy_reward
 from rewards.format import format_reward
-from rewards.length import DEFAULT_LENGTH_SCALE, LengthReward, length_reward
+from rewards.length import DEFAULT_LENGTH_SCALE, LengthReward
 from rewards.monitors import REFLECTION_PHRASES, reflection_reward
 
 __all__ = [
@@ -34,15 +38,13 @@ __all__ = [
     "accuracy_reward",
     "format_reward",
     "get_reward_funcs",
-    "length_reward",
     "reflection_reward",
 ]
 
 
 def _build_accuracy(params: Mapping[str, Any]) -> Callable:
-    return AccuracyReward(
-        mode=params.get("accuracy_mode", "paper"), require_format=params.get("accuracy_requires_format", False)
-    )
+    mode = params.get("accuracy_mode") or "paper"
+    return AccuracyReward(mode=mode, require_format=bool(params.get("accuracy_requires_format") or False))
 
 
 def _build_format(params: Mapping[str, Any]) -> Callable:
@@ -50,7 +52,8 @@ def _build_format(params: Mapping[str, Any]) -> Callable:
 
 
 def _build_length(params: Mapping[str, Any]) -> Callable:
-    return LengthReward(scale=params.get("length_scale", DEFAULT_LENGTH_SCALE), tokenizer=params.get("tokenizer"))
+    scale = params.get("length_scale")
+    return LengthReward(params.get("tokenizer"), scale=DEFAULT_LENGTH_SCALE if scale is None else scale)
 
 
 def _build_reflection(params: Mapping[str, Any]) -> Callable:
@@ -84,9 +87,11 @@ def get_reward_funcs(
     Args:
         names: reward names from `REWARD_NAMES` (a single name may be given as a string).
         weights: one weight per name, overriding the defaults; ``None`` keeps the defaults.
-        **params: ``accuracy_mode`` ("paper" or "lenient"), ``accuracy_requires_format`` (bool: format-gated
-            accuracy), ``length_scale`` (float, default 0.001), ``tokenizer`` (counts tokens for the length reward
-            when TRL passes no ``completion_ids``). Parameters of rewards that are not requested are ignored.
+        **params: ``accuracy_mode`` ("paper", the default, or "gold_first": see `rewards.accuracy`),
+            ``accuracy_requires_format`` (bool: format-gated accuracy), ``length_scale`` (float; ``None`` or absent:
+            `DEFAULT_LENGTH_SCALE`), ``tokenizer`` (the model's tokenizer or processor: required by the length
+            reward, which re-tokenizes completions as the paper did). Parameters of rewards that are not requested
+            are ignored; ``None`` means "the default".
 
     Raises:
         ValueError: an unknown or repeated name, an unknown parameter, a bad parameter value, or a number of

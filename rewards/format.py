@@ -18,8 +18,6 @@ from rewards._text import THINK_OPEN, Completion, Prompt, as_list, at, completio
 # against it); `matches_paper_format` is what runs.
 PAPER_FORMAT_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"
 
-_THINK_CLOSE = "</think>"
-_ANSWER_OPEN = "<answer>"
 _ANSWER_CLOSE = "</answer>"
 # Linear: it starts with a literal, and the whitespace runs that follow different "</think>" never overlap.
 _THINK_THEN_ANSWER = re.compile(r"</think>\s*<answer>")

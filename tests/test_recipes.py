@@ -100,6 +100,7 @@ def run_and_check_training(module, config, model_dir, data_dir, out_dir, *extra)
 LENGTH = ("--reward_funcs", "accuracy", "format", "length", "reflection", "--reward_weights", "1", "1", "1", "0")
 
 
+@pytest.mark.slow
 def test_grpo_base_paper_rewards_are_logged_and_the_model_saved(tiny_base_dir, sat_records_dir, tmp_path):
     trainer, _ = run_and_check_training(
         grpo_base, "tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
@@ -112,6 +113,7 @@ def test_grpo_base_paper_rewards_are_logged_and_the_model_saved(tiny_base_dir, s
     assert AutoProcessor.from_pretrained(tmp_path / "run").chat_template == trainer.processing_class.chat_template
 
 
+@pytest.mark.slow
 def test_grpo_length_ablation_trains_every_parameter(tiny_base_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
         grpo_base, "tiny/grpo_base_length.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
@@ -119,11 +121,13 @@ def test_grpo_length_ablation_trains_every_parameter(tiny_base_dir, sat_records_
     moved = changed(initial, trainer.model)
     assert all(moved.values()), [n for n, m in moved.items() if not m]
     entry = trainer.state.log_history[0]
-    # 0.001 x completion tokens: between 0 and 0.001 x max_completion_length.
-    assert 0 < entry["rewards/length_reward/mean"] <= 0.001 * trainer.args.max_completion_length
+    # 0.001 x the tokens of the re-tokenised decoded completion (as the paper counted): a random model's decoded
+    # text may re-tokenise to more tokens than it generated, so only the sign is certain.
+    assert entry["rewards/length_reward/mean"] > 0
     assert entry["reward_std"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["vision", "llm"])
 def test_freeze_options_really_freeze(frozen, tiny_base_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
@@ -145,6 +149,7 @@ def test_freeze_options_really_freeze(frozen, tiny_base_dir, sat_records_dir, tm
         assert all(vision.values()) and not any(rest.values())
 
 
+@pytest.mark.slow
 def test_grpo_instruct_trains(tiny_instruct_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
         grpo_instruct, "tiny/grpo_instruct.yaml", tiny_instruct_dir, sat_records_dir, tmp_path / "run", *LENGTH
@@ -153,6 +158,7 @@ def test_grpo_instruct_trains(tiny_instruct_dir, sat_records_dir, tmp_path):
     assert "rewards/accuracy_reward/mean" in trainer.state.log_history[0]
 
 
+@pytest.mark.slow
 def test_sft_baseline_answer_only_trains_on_the_answer_only(tiny_base_dir, sat_records_dir, tmp_path):
     trainer, initial = run_and_check_training(
         sft_baseline, "tiny/sft_baseline_answer_only.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run"
@@ -180,6 +186,7 @@ def run_recipe(script: str, *args: str, env: dict | None = None, **kwargs) -> su
     )
 
 
+@pytest.mark.slow
 def test_dry_run_prints_rendered_prompts_and_does_not_train(tiny_base_dir, sat_records_dir, tmp_path):
     out = tmp_path / "run"
     result = run_recipe(
@@ -241,6 +248,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_step_and_weights(tiny_base_dir, sat_records_dir, tmp_path):
     common = [
         *("--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)),

@@ -21,7 +21,6 @@ from rewards import (
     accuracy_reward,
     format_reward,
     get_reward_funcs,
-    length_reward,
     reflection_reward,
 )
 from rewards.accuracy import MATH_VERIFY_MAX_CHARS
@@ -96,43 +95,60 @@ def test_format_reward_decides_per_example_from_prompts():
 # -------------------------------------------------------------------------------------------------------- accuracy
 
 ACCURACY_CASES = [
-    # (completion, solution, paper verdict, lenient verdict, why)
-    ("<think>The chair is left.</think><answer>left</answer>", "left", 1.0, 1.0, "exact answer in tags"),
-    ("<answer>  left \t</answer>", "left", 1.0, 1.0, "the tag content is stripped"),
-    ("<answer>Left</answer>", "left", 0.0, 1.0, "exact match is case-sensitive"),
-    ("<answer>left.</answer>", "left", 0.0, 1.0, "punctuation"),
-    ("left", "left", 1.0, 1.0, "no tags: the whole completion is the answer"),
-    ("  left\n", "left", 1.0, 1.0, "whole-completion fallback is stripped"),
-    ("The chair is on the left", "left", 0.0, 0.0, "whole-completion fallback needs an exact match"),
-    ("<answer>right</answer> <answer>left</answer>", "left", 0.0, 0.0, "only the first answer tag counts"),
-    ("<answer>\nleft\n</answer>", "left", 0.0, 0.0, "a tag across lines is no match (no DOTALL): whole text"),
-    ("<answer>right\n</answer><answer>left</answer>", "left", 1.0, 1.0, "first match on one line"),
-    ("<think>...</think><answer>(B)</answer>", "B", 1.0, 1.0, "letter rule: (B) gives B"),
-    ("<answer>[C]</answer>", "C", 1.0, 1.0, "letter rule: [C]"),
-    ("I think the answer is B", "B", 1.0, 1.0, "letter rule on the whole completion"),
-    ("A or C", "C", 1.0, 1.0, "letter rule takes the last letter"),
-    ("A B", "B", 0.0, 0.0, "findall quirk: the shared space hides B, the last letter found is A"),
-    ("<answer>B.</answer>", "B", 0.0, 1.0, "'B.' is no standalone letter (lenient: punctuation ignored)"),
-    ("<answer>(I)</answer>", "I", 0.0, 1.0, "letters stop at H"),
-    ("<answer>2</answer>", "2", 1.0, 1.0, "exact number"),
-    ("<answer>2.0</answer>", "2", 0.0, 1.0, "'<answer>2</answer>' has no math-verify parse: lenient compares"),
-    ("<answer> 0.5 </answer>", "$\\frac{1}{2}$", 1.0, 1.0, "math-verify: LaTeX truth, decimal answer"),
-    ("So it is 1/2", "$\\frac{1}{2}$", 1.0, 1.0, "math-verify reads the whole completion"),
-    ("It is 2 m away", "about 2 meters", 1.0, 1.0, "math-verify: truth with a spaced number"),
-    ("<answer>3</answer>", "2", 0.0, 0.0, "wrong number"),
-    ("<answer>left</answer>", "<answer>left</answer>", 1.0, 1.0, "solution in the paper's own tagged format"),
-    ("", "left", 0.0, 0.0, "empty completion"),
-    (None, "left", 0.0, 0.0, "None content"),
+    # (completion, solution, the paper's verdict, why)
+    ("<think>The chair is left.</think><answer>left</answer>", "left", 1.0, "exact answer in tags"),
+    ("<answer>  left \t</answer>", "left", 1.0, "the tag content is stripped"),
+    ("<answer>Left</answer>", "left", 0.0, "exact match is case-sensitive"),
+    ("<answer>left.</answer>", "left", 0.0, "punctuation"),
+    ("left", "left", 1.0, "no tags: the whole completion is the answer"),
+    ("  left\n", "left", 1.0, "whole-completion fallback is stripped"),
+    ("The chair is on the left", "left", 0.0, "whole-completion fallback needs an exact match"),
+    ("<answer>right</answer> <answer>left</answer>", "left", 0.0, "only the first answer tag counts"),
+    ("<answer>\nleft\n</answer>", "left", 0.0, "a tag across lines is no match (no DOTALL): whole text"),
+    ("<answer>right\n</answer><answer>left</answer>", "left", 1.0, "first match on one line"),
+    ("<think>...</think><answer>(B)</answer>", "B", 1.0, "letter rule: (B) gives B"),
+    ("<answer>[C]</answer>", "C", 1.0, "letter rule: [C]"),
+    ("I think the answer is B", "B", 1.0, "letter rule on the whole completion"),
+    ("A or C", "C", 1.0, "letter rule takes the last letter"),
+    ("A B", "B", 0.0, "findall quirk: the shared space hides B, the last letter found is A"),
+    ("<answer>B.</answer>", "B", 0.0, "'B.' is no standalone letter"),
+    ("<answer>(I)</answer>", "I", 0.0, "letters stop at H"),
+    ("<answer>2</answer>", "2", 1.0, "exact number"),
+    ("<answer>2.0</answer>", "2", 0.0, "'<answer>2</answer>' has no math-verify parse"),
+    ("<answer> 0.5 </answer>", "$\\frac{1}{2}$", 1.0, "math-verify: LaTeX truth, decimal answer"),
+    ("So it is 1/2", "$\\frac{1}{2}$", 1.0, "math-verify reads the whole completion"),
+    ("It is 2 m away", "about 2 meters", 1.0, "math-verify: truth with a spaced number"),
+    ("<answer>3</answer>", "2", 0.0, "wrong number"),
+    ("<answer>left</answer>", "<answer>left</answer>", 1.0, "solution in the paper's own tagged format"),
+    ("", "left", 0.0, "empty completion"),
+    (None, "left", 0.0, "None content"),
 ]
 
 
-@pytest.mark.parametrize(
-    "completion, solution, paper, lenient, why", ACCURACY_CASES, ids=[c[4] for c in ACCURACY_CASES]
-)
-def test_accuracy_reward_table(completion, solution, paper, lenient, why):
+@pytest.mark.parametrize("completion, solution, paper, why", ACCURACY_CASES, ids=[c[3] for c in ACCURACY_CASES])
+def test_accuracy_reward_table(completion, solution, paper, why):
     assert accuracy_reward([completion], solution=[solution]) == [paper]
     assert accuracy_reward([conv(completion)], solution=[solution], prompts=[INSTRUCT_CONV]) == [paper]
-    assert AccuracyReward(mode="lenient")([completion], solution=[solution]) == [lenient]
+    # None of these cases is one where math-verify's argument order matters (see ORDER_CASES).
+    assert AccuracyReward(mode="gold_first")([completion], solution=[solution]) == [paper]
+
+
+ORDER_CASES = [
+    # (completion, truth, the paper's order: verify(parse(completion), parse(truth)), the truth first)
+    ("The interval is $(-\\infty, 3)$", "$x<3$", 0.0, 1.0),
+    ("So $x<3$", "$(-\\infty, 3)$", 1.0, 0.0),
+    ("<answer> 0.5 </answer>", "$\\frac{1}{2}$", 1.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("completion, truth, paper, gold_first", ORDER_CASES)
+def test_math_verify_argument_order_is_the_papers(completion, truth, paper, gold_first):
+    # math-verify is asymmetric between relations and intervals: the paper parsed the completion as `gold`.
+    from math_verify import parse, verify
+
+    assert float(verify(parse(completion), parse(f"<answer>{truth}</answer>"))) == paper  # the paper's call
+    assert accuracy_reward([completion], solution=[truth]) == [paper]
+    assert AccuracyReward(mode="gold_first")([completion], solution=[truth]) == [gold_first]
 
 
 @pytest.mark.parametrize("solution", [None, "", "   ", 3, ["left"]])
@@ -161,24 +177,9 @@ def test_accuracy_accepts_every_trl_keyword():
     assert rewards == [1.0]
 
 
-LENIENT_OPTION_CASES = [
-    # (answer, options, expected)
-    ("(B)", ["right", "left"], 1.0),
-    ("b", ["right", "left"], 1.0),
-    ("B.", ["right", "left"], 1.0),
-    ("A", ["right", "left"], 0.0),  # points at the wrong option
-    ("C", ["right", "left"], 0.0),  # no such option
-    ("(B)", None, 0.0),  # no options column
-    ("(B) right", ["right", "left"], 0.0),  # not a bare letter
-]
-
-
-@pytest.mark.parametrize("answer, options, expected", LENIENT_OPTION_CASES)
-def test_lenient_option_letters(answer, options, expected):
-    lenient = AccuracyReward(mode="lenient")
-    kwargs = {} if options is None else {"options": [options]}
-    assert lenient([f"<answer>{answer}</answer>"], solution=["left"], **kwargs) == [expected]
-    assert accuracy_reward([f"<answer>{answer}</answer>"], solution=["left"], **kwargs) == [0.0]  # paper: never
+def test_option_letters_are_not_mapped_to_option_texts():
+    # The paper compares a letter with the truth only when the truth is a letter: "(B)" never means "left".
+    assert accuracy_reward(["<answer>(B)</answer>"], solution=["left"], options=[["right", "left"]]) == [0.0]
 
 
 def test_format_gated_accuracy():
@@ -219,63 +220,81 @@ def test_math_verify_only_sees_completions_up_to_the_bound():
     assert accuracy_reward(["x" * MATH_VERIFY_MAX_CHARS + "<answer>left</answer>"], solution=["left"]) == [1.0]
 
 
-def test_accuracy_reward_rejects_unknown_mode():
-    with pytest.raises(ValueError, match="paper.*lenient"):
-        AccuracyReward(mode="strict")
+@pytest.mark.parametrize("mode", ["strict", "lenient"])
+def test_accuracy_reward_rejects_unknown_mode(mode):
+    with pytest.raises(ValueError, match="paper.*gold_first"):
+        AccuracyReward(mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------------------- length
 
 
-def word_tokenizer() -> Tokenizer:
-    """A whitespace word-level tokenizer built on the spot (no download): one token per word."""
+def word_tokenizer():
+    """A whitespace word-level `transformers` tokenizer built on the spot (no download): one token per word."""
+    from transformers import PreTrainedTokenizerFast
+
     vocab = {"[UNK]": 0, "<think>": 1, "</think>": 2, "<answer>": 3, "</answer>": 4, "left": 5}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
 
 
-class FakeProcessor:
-    """Stands in for a `transformers` processor: the text tokenizer is its ``tokenizer`` attribute."""
+class Holder:
+    """Holds a tokenizer as its ``tokenizer`` attribute, as a `transformers` processor does."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
 
-def test_length_counts_trl_completion_ids():
-    rewards = length_reward(["a b c", conv("x")], completion_ids=[[11, 12, 13, 14], [15]], trainer_state=None)
-    assert rewards == pytest.approx([0.004, 0.001])
-    assert all(isinstance(r, float) for r in rewards)
+def test_length_counts_the_retokenized_text_without_eos(tiny_base_dir):
+    # The paper: len(processor.tokenizer(decoded completion)["input_ids"]) * 0.001. TRL's ids of a finished
+    # completion end with EOS, which decoding drops: it must not be counted.
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_base_dir)
+    tokenizer = processor.tokenizer
+    texts = ["The chair is left.</think>\n<answer>left</answer>", "It is right", ""]
+    ids = [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in texts]  # as TRL passes them
+    expected = [0.001 * len(tokenizer(text)["input_ids"]) for text in texts]
+    for reward in (LengthReward(processor), get_reward_funcs("length", tokenizer=tokenizer)[0][0]):
+        rewards = reward([conv(text) for text in texts], completion_ids=ids, trainer_state=None)
+        assert rewards == pytest.approx(expected) and expected[0] > 0.005 and rewards[2] == 0.0
+        assert all(isinstance(r, float) for r in rewards)
 
 
-def test_length_scale_and_empty_ids():
-    assert LengthReward(scale=0.01)(["", "b"], completion_ids=[[], [1, 2, 3]]) == pytest.approx([0.0, 0.03])
-
-
-@pytest.mark.parametrize("wrap", ["tokenizers", "transformers", "processor"])
-def test_length_falls_back_to_the_given_tokenizer(wrap):
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = word_tokenizer()
-    if wrap != "tokenizers":
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
-    if wrap == "processor":
-        tokenizer = FakeProcessor(tokenizer)
-    reward = LengthReward(tokenizer=tokenizer)
+def test_length_scale_and_processor_tokenizers():
     completions = ["<think> one two </think> <answer> left </answer>", conv("left"), conv(None)]
-    assert reward(completions) == pytest.approx([0.007, 0.001, 0.0])
-    # TRL's ids win when present; a missing entry falls back to the tokenizer.
-    assert reward(completions, completion_ids=[[1, 2], None, [3]]) == pytest.approx([0.002, 0.001, 0.001])
+    assert LengthReward(word_tokenizer())(completions) == pytest.approx([0.007, 0.001, 0.0])
+    assert LengthReward(Holder(word_tokenizer()), scale=0.01)(completions) == pytest.approx([0.07, 0.01, 0.0])
 
 
-def test_length_without_ids_or_tokenizer_cannot_judge():
-    assert length_reward(["some text", conv("x")]) == [None, None]
+def test_length_needs_a_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer=processor.tokenizer"):
+        LengthReward(None)
+    with pytest.raises(ValueError, match="tokenizer"):
+        get_reward_funcs(["accuracy", "length"])
+
+
+def test_length_scale_is_defined_once():
+    # The registry's default is the paper's; every paper and tiny config that uses the length reward (the paper's
+    # ablation) sets the same value. The mini experiment's ablations choose their own scale for their short answers.
+    import yaml
+
+    from recipes.cli import CONFIG_DIR
+    from rewards.length import DEFAULT_LENGTH_SCALE
+
+    assert DEFAULT_LENGTH_SCALE == 0.001
+    assert get_reward_funcs("length", tokenizer=word_tokenizer(), length_scale=None)[0][0].scale == 0.001
+    for path in [*CONFIG_DIR.glob("paper/*.yaml"), *CONFIG_DIR.glob("tiny/*.yaml")]:
+        config = yaml.safe_load(path.read_text()) or {}
+        if "length" in (config.get("reward_funcs") or []):
+            assert config.get("length_scale", DEFAULT_LENGTH_SCALE) == DEFAULT_LENGTH_SCALE, path
 
 
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), "0.001", None, True])
 def test_length_rejects_bad_scales(scale):
     with pytest.raises(ValueError, match="scale"):
-        LengthReward(scale=scale)
+        LengthReward(word_tokenizer(), scale=scale)
 
 
 # ------------------------------------------------------------------------------------------------------ reflection
@@ -330,7 +349,7 @@ def test_get_reward_funcs_builds_only_the_requested_rewards_in_order():
 
 
 def test_get_reward_funcs_all_names_have_stable_log_names():
-    funcs, weights = get_reward_funcs(list(REWARD_NAMES))
+    funcs, weights = get_reward_funcs(list(REWARD_NAMES), tokenizer=word_tokenizer())
     assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "length_reward", "reflection_reward"]
     assert weights == [1.0, 1.0, 1.0, 0.0]
 
@@ -360,7 +379,7 @@ def test_unknown_reward_name_lists_every_valid_name():
         ({"names": ["accuracy"], "length_sclae": 0.1}, "length_sclae"),
         ({"names": []}, "no reward names"),
         ({"names": ["format", "format"]}, "more than once"),
-        ({"names": ["accuracy"], "accuracy_mode": "strict"}, "accuracy mode"),
+        ({"names": ["accuracy"], "accuracy_mode": "lenient"}, "accuracy mode"),
         ({"names": ["length"], "length_scale": "big"}, "length scale"),
         ({"names": ["accuracy"], "weights": ["heavy"]}, "weights must be numbers"),
     ],
@@ -374,13 +393,13 @@ def test_get_reward_funcs_passes_parameters():
     tokenizer = word_tokenizer()
     (accuracy, length), _ = get_reward_funcs(
         ["accuracy", "length"],
-        accuracy_mode="lenient",
+        accuracy_mode="gold_first",
         accuracy_requires_format=True,
         length_scale=0.5,
-        tokenizer=tokenizer,
+        tokenizer=Holder(tokenizer),
     )
-    assert (accuracy.mode, accuracy.require_format) == ("lenient", True)
-    assert accuracy(["<think>x</think><answer>Left</answer>", "Left"], solution=["left"] * 2) == [1.0, 0.0]
+    assert (accuracy.mode, accuracy.require_format) == ("gold_first", True)
+    assert accuracy(["<think>x</think><answer>left</answer>", "left"], solution=["left"] * 2) == [1.0, 0.0]
     assert length(["left left"]) == [1.0]
     assert length.tokenizer is tokenizer
 
@@ -402,10 +421,10 @@ PICKLE_BATCH = {
 
 
 def all_reward_variants() -> list:
-    variants = [format_reward, accuracy_reward, length_reward, reflection_reward]
+    variants = [format_reward, accuracy_reward, reflection_reward]
     variants += get_reward_funcs(list(REWARD_NAMES), tokenizer=word_tokenizer())[0]
-    variants += get_reward_funcs(["accuracy"], accuracy_mode="lenient", accuracy_requires_format=True)[0]
-    variants.append(LengthReward(scale=0.01, tokenizer=word_tokenizer()))
+    variants += get_reward_funcs(["accuracy"], accuracy_mode="gold_first", accuracy_requires_format=True)[0]
+    variants.append(LengthReward(Holder(word_tokenizer()), scale=0.01))
     return variants
 
 

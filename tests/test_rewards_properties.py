@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from rewards import AccuracyReward, LengthReward, get_reward_funcs
-from rewards.accuracy import (
+from rewards.answers import (
     PAPER_ANSWER_PATTERN,
+    PAPER_EVAL_ANSWER_PATTERN,
     PAPER_LETTER_PATTERN,
-    _normalize,
-    _normalized_equal,
-    extract_answer,
+    first_answer,
     last_option_letter,
 )
+from rewards.cvbench import score_response, score_response_strict
 from rewards.format import PAPER_FORMAT_PATTERN, matches_paper_format
 
 # Shared settings: no example database (nothing written into the repository), no per-example deadline (the first
@@ -59,7 +59,14 @@ def test_format_matcher_equals_paper_regex(text):
 @given(st.one_of(fragment_text, shaped_text))
 def test_answer_extraction_equals_paper_regex(text):
     match = re.search(PAPER_ANSWER_PATTERN, text)
-    assert extract_answer(text) == (None if match is None else match.group(1))
+    assert first_answer(text) == (None if match is None else match.group(1))
+
+
+@FAST
+@given(st.one_of(fragment_text, shaped_text))
+def test_evaluation_answer_extraction_equals_paper_regex(text):
+    match = re.search(PAPER_EVAL_ANSWER_PATTERN, text)
+    assert first_answer(text, trim=True) == (None if match is None else match.group(1))
 
 
 @FAST
@@ -69,51 +76,40 @@ def test_letter_rule_equals_paper_findall(text):
     assert last_option_letter(text) == (found[-1][1] if found else None)
 
 
-lenient_text = st.lists(
-    st.sampled_from(["a", "B", "ß", "SS", "İ", "K", "k", "1", "_", "-", ".", "(", " ", "\n", "\u2028", "\u0307"]),
-    max_size=8,
-).map("".join)
-
-
-@FAST
-@given(lenient_text, lenient_text)
-def test_lenient_comparison_equals_normalizing_both_sides(answer, truth):
-    expected = _normalize(truth) != "" and _normalize(answer) == _normalize(truth)
-    assert _normalized_equal(answer, truth, {}) == expected
-
-
 def test_generated_inputs_reach_both_verdicts():
     # Guards the equivalence tests against an alphabet that never produces a match.
     assert matches_paper_format("<think>\x1c</think>\u2028<answer>x</answer>")
     assert not matches_paper_format("<think></think>\u200b<answer></answer>")
-    assert extract_answer("<answer>\u2028</answer>") == "\u2028"
+    assert first_answer("<answer>\u2028</answer>") == "\u2028"
+    assert first_answer("<answer>x<answer>\n B\x1c</answer>", trim=True) == "B"
     assert last_option_letter("\x1cB\xa0") == "B"
-    assert _normalized_equal("SS-a_\u2028 ((1", "ßa 1", {})
 
 
 # --------------------------------------------------------------------------------------- 2. nothing ever raises
 
 
-def word_tokenizer() -> Tokenizer:
+def word_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "left": 1}, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
 
 
 class SplitTokenizer:
-    """A cheap stand-in with the `transformers` ``encode`` signature, so 1 MB inputs stay quick to count."""
+    """A cheap stand-in with the `transformers` tokenizer call signature, so 1 MB inputs stay quick to count."""
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[str]:
-        return text.split()
+    def __call__(self, texts: str | list[str]) -> dict[str, list]:
+        return {"input_ids": texts.split() if isinstance(texts, str) else [text.split() for text in texts]}
 
 
 REWARDS = (
-    get_reward_funcs(["accuracy", "format", "length", "reflection"])[0]
-    + get_reward_funcs(["accuracy", "length"], accuracy_mode="lenient", tokenizer=SplitTokenizer())[0]
-    + [AccuracyReward(mode="lenient", require_format=True), AccuracyReward(require_format=True)]
+    get_reward_funcs(["accuracy", "format", "length", "reflection"], tokenizer=SplitTokenizer())[0]
+    + get_reward_funcs(["accuracy"], accuracy_mode="gold_first")[0]
+    + [AccuracyReward(mode="gold_first", require_format=True), AccuracyReward(require_format=True)]
 )
-# Generated inputs are short, so the robustness test also runs a real (Rust) tokenizer.
-ROBUST_REWARDS = [*REWARDS, LengthReward(tokenizer=word_tokenizer())]
+# Generated inputs are short, so the robustness test runs a real `transformers` (Rust) tokenizer too.
+ROBUST_REWARDS = [*REWARDS, LengthReward(word_tokenizer())]
 BINARY = {"accuracy_reward", "format_reward", "reflection_reward"}
 
 any_text = st.one_of(fragment_text, shaped_text, st.text(max_size=60))
@@ -220,7 +216,7 @@ def test_adversarial_megabyte_completions(name):
         "completion_ids": [None, list(range(700))],
         "solution": ["$\\frac{1}{2}$", "B"],  # a truth math-verify can parse, so the length bound is exercised
     }
-    for reward in [*REWARDS, LengthReward(tokenizer=SplitTokenizer())]:
+    for reward in REWARDS:
         out = reward(**batch)
         check_outputs(reward, out, 2)
         if reward.__name__ == "format_reward":
@@ -234,6 +230,15 @@ def test_adversarial_shapes_agree_with_paper_regexes_when_small(name):
     text = ADVERSARIAL[name][:3000]
     assert matches_paper_format(text) == (re.fullmatch(PAPER_FORMAT_PATTERN, text, re.DOTALL) is not None)
     match = re.search(PAPER_ANSWER_PATTERN, text)
-    assert extract_answer(text) == (None if match is None else match.group(1))
+    assert first_answer(text) == (None if match is None else match.group(1))
+    match = re.search(PAPER_EVAL_ANSWER_PATTERN, text[:2000])  # cubic on whitespace runs: kept short
+    assert first_answer(text[:2000], trim=True) == (None if match is None else match.group(1))
     found = re.findall(PAPER_LETTER_PATTERN, text)
     assert last_option_letter(text) == (found[-1][1] if found else None)
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_megabyte_responses_are_scored_by_the_cvbench_scorer(name):
+    text = ADVERSARIAL[name]
+    assert score_response(text, ["left", "right"], "(B)") is False
+    assert score_response_strict(text, ["left", "right"], "(B)") is False

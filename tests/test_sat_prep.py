@@ -1,25 +1,38 @@
-"""`data_prep.sat`: faithful records, reproducible option order, bad rows skipped and counted by reason, clear
-errors that leave everything intact, and the output appearing only when complete. All offline, on synthetic SAT."""
+"""`data_prep.sat`: faithful records, reproducible option order, bad rows skipped and counted by reason, images
+stored at the resolution the model sees, clear errors that leave everything intact, and the output appearing only
+when complete. All offline, on synthetic SAT, through `convert` / the command line (the path the pipeline runs)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from datasets import Features, Image, List, load_from_disk
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image as PILImage
 
 import data_prep.sat as sat
-from data_prep.sat import PrepError, convert, convert_row, main, shuffled_options
+from data_prep.images import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS, fit_encoded, fit_image, fitted_size, is_fixed_point
+from data_prep.sat import PrepError, convert, main, shuffled_options
+from data_prep.sat_output import LOCK_NAME, WORK_PREFIX
 from data_prep.schema import RECORD_FEATURES, user_text
 from data_prep.synthetic import SAT_FEATURES, write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def source_rows(path: Path) -> list[dict]:
@@ -76,6 +89,15 @@ def test_every_written_record_matches_its_source_row(sat_parquet, tmp_path):
     assert (report["rows_read"], report["rows_written"], report["rows_skipped"]) == (64, 64, 0)
     assert report["seed"] == 3 and report["source"] == str(sat_parquet) and report["split"] == "train"
     assert any(len(r["images"]) == 2 for r in records)  # multi-image rows are kept, with all their images
+    # The paper's defaults, written down; 112-pixel images are within the bounds, so none is resized.
+    assert report["images"] == {
+        "min_pixels": 3136,
+        "max_pixels": 401408,
+        "factor": 28,
+        "keep_original": False,
+        "resized": 0,
+    }
+    assert report["max_prompt_tokens"] == 1024 and report["skipped_by_reason"]["prompt_too_long"] == 0
 
 
 def test_the_shared_fixture_holds_only_single_image_rows(sat_records_dir, sat_parquet):
@@ -109,17 +131,6 @@ def test_option_order_is_a_permutation_fixed_by_seed_and_row(options, seed, inde
     order = shuffled_options(options, seed, index)
     assert sorted(order) == sorted(options)
     assert order == shuffled_options(list(options), seed, index)
-
-
-def test_convert_row_is_a_pure_per_example_function(sat_parquet):
-    row = source_rows(sat_parquet)[0]
-    record, reason = convert_row(row, 5, source_name="array/SAT", split="train", seed=2)
-    assert reason is None and record["id"] == "array/SAT:train:5"
-    assert record == convert_row(dict(row), 5, source_name="array/SAT", split="train", seed=2)[0]
-    assert convert_row({**row, "correct_answer": "?"}, 5, source_name="s", split="t", seed=2) == (
-        None,
-        "answer_not_in_options",
-    )
 
 
 def test_the_correct_answer_lands_in_every_position():
@@ -164,6 +175,21 @@ def test_a_folder_source_reads_the_splits_files_in_order(sat_parquet, tmp_path):
     ]
     assert report["fingerprint"] == convert(str(sat_parquet), tmp_path / "file_out", seed=0)["fingerprint"]
     assert convert(str(folder), tmp_path / "val", split="validation")["rows_read"] == 5
+
+
+def test_a_split_that_no_file_matches_is_an_error_listing_the_files_and_splits(sat_parquet, tmp_path, capsys):
+    folder = tmp_path / "sat"
+    folder.mkdir()
+    for name in ("SAT_train.parquet", "SAT_val.parquet", "SAT_static.parquet"):
+        shutil.copy(sat_parquet, folder / name)
+    before = listing(tmp_path)
+    assert main(["--input", str(folder), "--output", str(tmp_path / "out"), "--split", "test"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --split 'test' matches none of the 3 parquet file(s)")
+    assert "SAT_static.parquet, SAT_train.parquet, SAT_val.parquet" in error
+    assert "split names): static, train, val" in error and "--split" in error
+    assert listing(tmp_path) == before
+    assert convert(str(folder), tmp_path / "out", split="val")["source_files"] == [str(folder / "SAT_val.parquet")]
 
 
 def test_mini_experiment_rows_go_through_the_same_path(tmp_path):
@@ -233,20 +259,32 @@ def test_paper_subset_flags_keep_single_image_rows_among_the_first_n(sat_parquet
 # --------------------------------------------------------------------------------------------------------------
 
 
+def encoded(size: tuple[int, int], image_format: str = "PNG", mode: str = "RGB") -> bytes:
+    """An image of ``size`` (width, height) with a gradient (so resizing really changes pixels), encoded."""
+    width, height = size
+    image = PILImage.linear_gradient("L").resize((width, height)).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def bad_rows_parquet(sat_parquet, tmp_path):
-    """A SAT file mixing good rows with one row per kind of defect; returns (path, good single, good multi)."""
+    """A SAT file mixing good rows with one row per kind of defect; returns (path, [(row, expected reason)])."""
     rows = source_rows(sat_parquet)
     good = next(r for r in rows if len(r["image_bytes"]) == 1)
     two = next(r for r in rows if len(r["image_bytes"]) == 2)
     jpeg = good["image_bytes"][0]
+    answer = good["correct_answer"]
     variants = [
         (good, None),
         ({**good, "question": None}, "question_empty"),
         ({**good, "question": "   "}, "question_empty"),
         ({**good, "answers": None}, "options_missing"),
         ({**good, "answers": []}, "options_missing"),
-        ({**good, "answers": [good["correct_answer"], None]}, "options_invalid"),
+        ({**good, "answers": [answer, None]}, "options_invalid"),
+        ({**good, "answers": [answer, answer]}, "options_duplicate"),
+        ({**good, "answers": [answer, f" {answer} "]}, "options_duplicate"),  # the same option once shown
         ({**good, "correct_answer": "somewhere else"}, "answer_not_in_options"),
         ({**good, "correct_answer": None}, "answer_not_in_options"),
         ({**good, "image_bytes": None}, "image_missing"),
@@ -257,6 +295,8 @@ def bad_rows_parquet(sat_parquet, tmp_path):
         ({**good, "image_bytes": [jpeg[:-3]]}, "image_undecodable"),  # lost its last bytes
         ({**good, "image_bytes": [b"certainly not an image"]}, "image_undecodable"),
         ({**two, "image_bytes": [two["image_bytes"][0], b"\xff\xd8\xff broken"]}, "image_undecodable"),
+        ({**good, "image_bytes": [encoded((600, 2))]}, "image_aspect_ratio"),  # Qwen2-VL refuses 300:1
+        ({**good, "question": "Where is it? " * 7_700}, "prompt_too_long"),  # 100,100 characters
         (two, None),
         (good, None),
     ]
@@ -288,13 +328,59 @@ def test_multi_image_rows_are_counted_before_their_images_are_decoded(bad_rows_p
     assert report["skipped_by_reason"]["image_undecodable"] == 3
 
 
-def test_a_source_with_only_bad_rows_gives_an_empty_loadable_dataset(tmp_path):
-    path = tmp_path / "empty.parquet"
+def test_a_conversion_that_would_write_no_record_fails_and_leaves_nothing(tmp_path, capsys):
+    path = tmp_path / "src" / "all_bad.parquet"
+    path.parent.mkdir()
     row = {"image_bytes": [b"junk"], "question": "Q?", "answers": ["a"], "question_type": "t", "correct_answer": "a"}
-    pq.write_table(pa.Table.from_pylist([row], schema=SAT_FEATURES.arrow_schema), path)
-    report = convert(str(path), tmp_path / "out")
-    assert report["rows_written"] == 0 and report["skipped_by_reason"]["image_undecodable"] == 1
-    assert written_records(tmp_path / "out") == []
+    pq.write_table(pa.Table.from_pylist([row, {**row, "answers": ["b"]}], schema=SAT_FEATURES.arrow_schema), path)
+    assert main(["--input", str(path), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "error: no record to write: all 2 rows read were skipped (answer_not_in_options=1, image_undecodable=1). "
+        "Nothing was written; check the input (the skip reasons are listed in data_prep/sat.py) and run again.\n"
+    )
+    assert listing(tmp_path) == ["src"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The prompt budget: the paper's 1,024 tokens, image tokens included
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_ordinary_rows_fit_the_default_budget_and_a_huge_question_does_not(bad_rows_parquet, sat_parquet, tmp_path):
+    assert convert(str(sat_parquet), tmp_path / "ordinary")["skipped_by_reason"]["prompt_too_long"] == 0
+    path, variants = bad_rows_parquet
+    report = convert(str(path), tmp_path / "bad")
+    assert report["skipped_by_reason"]["prompt_too_long"] == 1
+    assert report["prompt_tokens_counted_with"] == "estimate: 1 token per 2 UTF-8 bytes"
+
+
+def test_with_a_tokenizer_rows_over_the_budget_are_exactly_those_skipped(sat_parquet, tiny_base_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
+    full = convert(str(sat_parquet), tmp_path / "full", tokenizer=str(tiny_base_dir))
+    records = written_records(tmp_path / "full")
+    # 112-pixel images: 16 image tokens each; the template allowance is documented in data_prep.sat.
+    lengths = {
+        r["id"]: len(tokenizer(user_text(r["question"], r["options"]), add_special_tokens=False)["input_ids"])
+        + 16 * len(r["images"])
+        + sat.TEMPLATE_TOKENS
+        for r in records
+    }
+    budget = sorted(lengths.values())[len(lengths) // 2]
+    report = convert(str(sat_parquet), tmp_path / "cut", tokenizer=str(tiny_base_dir), max_prompt_tokens=budget)
+    kept = [r["id"] for r in written_records(tmp_path / "cut")]
+    assert kept == [i for i, length in lengths.items() if length <= budget]
+    assert report["skipped_by_reason"]["prompt_too_long"] == len(records) - len(kept) > 0
+    assert full["prompt_tokens_counted_with"] == f"tokenizer: {tiny_base_dir}"
+
+
+def test_a_tokenizer_that_cannot_be_loaded_is_a_clear_error(sat_parquet, tmp_path, capsys):
+    argv = ["--input", str(sat_parquet), "--output", str(tmp_path / "out"), "--tokenizer", str(tmp_path / "nope")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: cannot load the tokenizer")
+    assert listing(tmp_path) == []
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -354,20 +440,85 @@ def test_a_source_that_breaks_midway_leaves_no_output(tmp_path):
 
 
 def test_a_crash_during_conversion_leaves_no_output(sat_parquet, tmp_path, monkeypatch):
-    real = sat._decode_flags
+    real = sat._inspect_batch
     calls = []
 
-    def crash_on_second_batch(image_lists):
+    def crash_on_second_batch(image_lists, bounds):
         calls.append(len(image_lists))
         if len(calls) == 2:
             raise RuntimeError("power cut")
-        return real(image_lists)
+        return real(image_lists, bounds)
 
-    monkeypatch.setattr(sat, "_decode_flags", crash_on_second_batch)
+    monkeypatch.setattr(sat, "_inspect_batch", crash_on_second_batch)
     monkeypatch.setattr(sat, "BATCH_ROWS", 16)  # 64 rows: four batches
     with pytest.raises(RuntimeError, match="power cut"):
         convert(str(sat_parquet), tmp_path / "out")
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("column", "arrow_type", "value", "found", "expected"),
+    [
+        ("question", pa.int64(), 7, "int64", "a string"),
+        ("answers", pa.string(), "left, right", "string", "a list of strings"),
+        ("correct_answer", pa.list_(pa.string()), ["left"], "list<element: string>", "a string"),
+        ("image_bytes", pa.list_(pa.string()), ["x"], "list<element: string>", "a list of encoded images"),
+        ("question_type", pa.float64(), 1.5, "double", "a string"),
+    ],
+)
+def test_a_column_of_the_wrong_type_is_named_with_the_type_found(
+    column, arrow_type, value, found, expected, sat_parquet, tmp_path, capsys
+):
+    table = pq.read_table(sat_parquet).slice(0, 4)
+    index = table.schema.get_field_index(column)
+    path = tmp_path / "typed.parquet"
+    pq.write_table(table.set_column(index, column, pa.array([value] * 4, type=arrow_type)), path)
+    before = listing(tmp_path)
+    assert main(["--input", str(path), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {path}: the column {column!r} holds {found}, but SAT's {column} is {expected}")
+    assert error.count("\n") == 1
+    assert listing(tmp_path) == before
+
+
+def test_an_output_inside_a_file_is_a_one_line_error(sat_parquet, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("precious")
+    assert main(["--input", str(sat_parquet), "--output", str(tmp_path / "notes.txt" / "sub" / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: cannot create {tmp_path / 'notes.txt' / 'sub' / 'out'}: {tmp_path / 'notes.txt'} is a file, not a "
+        "folder. Choose another --output.\n"
+    )
+    assert listing(tmp_path) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "precious"
+
+
+def without_write_override(command: list[str]) -> list[str]:
+    """``command`` run so that a read-only folder really is read-only: root ignores permission bits unless it drops
+    the capabilities that let it (util-linux's setpriv)."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made read-only for this test")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
+
+
+def test_an_output_in_a_read_only_folder_is_a_one_line_error(sat_parquet, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        command = [sys.executable, "-m", "data_prep.sat", "--input", str(sat_parquet), "--output"]
+        result = subprocess.run(
+            without_write_override(command + [str(locked / "out")]), capture_output=True, text=True, env=OFFLINE_ENV
+        )
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: cannot create {locked / 'out'}: the folder {locked} is read-only. Choose another --output.\n"
+    )
+    assert listing(locked) == []
 
 
 @pytest.mark.parametrize("existing", ["folder with a file", "file"])
@@ -396,6 +547,10 @@ def test_an_empty_output_folder_is_filled(sat_parquet, tmp_path):
         ({"multi_image": "drop"}, "keep, skip"),
         ({"limit": 0}, "limit must be at least 1"),
         ({"num_proc": 0}, "num_proc"),
+        ({"max_prompt_tokens": 0}, "max_prompt_tokens must be at least 1"),
+        ({"min_pixels": 500_000}, r"min_pixels \(500000\) must not exceed max_pixels \(401408\)\. Fix --min-pixels"),
+        ({"min_pixels": 1, "max_pixels": 100}, r"max_pixels \(100\) must be at least factor² = 784"),
+        ({"image_factor": 0}, "the image factor must be at least 1"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, message, sat_parquet, tmp_path):
@@ -407,7 +562,9 @@ def test_bad_arguments_are_clear_errors(kwargs, message, sat_parquet, tmp_path):
 def test_cli_exit_codes(sat_parquet, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--input", str(sat_parquet), "--output", str(out)]) == 0
-    assert "wrote 64 records" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote 64 records" in printed.out
+    assert "converting SAT" not in printed.err and "\r" not in printed.err  # no progress bar off a terminal
     assert main(["--input", str(sat_parquet), "--output", str(out)]) == 2
     assert "Choose a new --output" in capsys.readouterr().err
     assert main(["--input", "array/SAT", "--output", str(tmp_path / "hub")]) == 2
@@ -423,3 +580,219 @@ def test_the_module_runs_as_a_command_and_exits_2_on_a_missing_input(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert listing(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A killed run: its workers die with it, and the next run removes what it left
+# --------------------------------------------------------------------------------------------------------------
+
+# The converter, slowed down between batches so that the test can kill it halfway (the kill itself is real).
+SLOW_CONVERTER = """
+import sys, time
+import data_prep.sat as sat
+real_finish = sat._finish
+def slow_finish(*args):
+    time.sleep(0.3)
+    return real_finish(*args)
+sat._finish = slow_finish
+sat.BATCH_ROWS = 16
+sys.exit(sat.main(sys.argv[1:]))
+"""
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running (a zombie waiting to be reaped has exited)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_worker_and_the_next_run_removes_its_hidden_folder(tmp_path):
+    source = write_synthetic("sat", rows=256, seed=0, output=tmp_path / "src" / "sat.parquet")
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", SLOW_CONVERTER, "--input", str(source), "--output", str(out), "--num-proc", "2"]
+    converter = subprocess.Popen(command, env=OFFLINE_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # wait until both image workers run and the hidden work folder exists
+            assert converter.poll() is None, "the conversion ended before it could be killed"
+            assert time.monotonic() < deadline, "the image workers never started"
+            descendants = psutil.Process(converter.pid).children(recursive=True)
+            workers = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]
+            hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
+            if len(workers) == 2 and hidden:
+                break
+            time.sleep(0.2)
+        converter.send_signal(signal.SIGKILL)
+        converter.wait()
+        deadline = time.monotonic() + 20
+        while alive(descendants) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive(descendants) == []  # workers (and multiprocessing's helper) exited with their parent
+    finally:
+        converter.kill()
+        for process in alive(descendants):  # never leave strays behind, even when the test fails
+            process.kill()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*hidden, "src"])  # what the kill left
+
+    report = convert(str(source), out, seed=0)
+    assert report["rows_written"] == 256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # the leftover is gone
+
+
+def test_a_running_conversions_work_folder_is_not_removed(sat_parquet, tmp_path):
+    """A work folder whose lock is held belongs to a conversion in progress: another run leaves it alone."""
+    import fcntl
+
+    busy = tmp_path / f".other{WORK_PREFIX}0123abcd"
+    busy.mkdir()
+    with open(busy / LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        convert(str(sat_parquet), tmp_path / "out", limit=4)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "out"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Images stored at the training resolution: the same grid for every processor
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_the_image_bounds_are_the_paper_configs_and_the_processors():
+    from transformers import Qwen2VLImageProcessor
+
+    config = yaml.safe_load((REPO / "recipes" / "configs" / "paper" / "grpo_base.yaml").read_text())
+    assert (MIN_PIXELS, MAX_PIXELS) == (config["min_pixels"], config["max_pixels"]) == (3136, 401408)
+    processor = Qwen2VLImageProcessor()
+    assert IMAGE_FACTOR == processor.patch_size * processor.merge_size == 28
+
+
+@settings(max_examples=300, deadline=None)
+@given(width=st.integers(1, 3000), height=st.integers(1, 3000))
+def test_fixed_points_are_exactly_the_sizes_smart_resize_keeps(width, height):
+    from qwen_vl_utils import smart_resize
+
+    try:
+        kept = smart_resize(height, width, IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS) == (height, width)
+    except ValueError:  # aspect ratio beyond 200:1
+        kept = False
+    assert is_fixed_point(width, height, MIN_PIXELS, MAX_PIXELS, IMAGE_FACTOR) == kept
+    if not kept and max(width, height) <= 200 * min(width, height):
+        new_height, new_width = smart_resize(height, width, IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS)
+        assert fitted_size(width, height, MIN_PIXELS, MAX_PIXELS) == (new_width, new_height)
+
+
+def test_fit_image_returns_the_same_image_within_bounds_and_a_resized_copy_outside():
+    within = PILImage.new("RGB", (224, 112), "red")
+    assert fit_image(within, MIN_PIXELS, MAX_PIXELS) is within
+    for size, mode in [((1500, 1000), "RGB"), ((40, 30), "RGB"), ((100, 150), "RGB"), ((900, 900), "RGBA")]:
+        image = PILImage.new(mode, size, "red")
+        fitted = fit_image(image, MIN_PIXELS, MAX_PIXELS, 28)
+        assert fitted.size == fitted_size(*size, MIN_PIXELS, MAX_PIXELS) != size and fitted.mode == mode
+    palette = PILImage.new("P", (1000, 1000))
+    assert fit_image(palette, MIN_PIXELS, MAX_PIXELS).mode == "RGB"
+    with pytest.raises(ValueError, match="aspect ratio"):
+        fit_image(PILImage.new("RGB", (600, 2)), MIN_PIXELS, MAX_PIXELS)
+
+
+def test_fit_encoded_keeps_bytes_within_bounds_and_resizes_losslessly_outside():
+    within = encoded((112, 168), "JPEG")
+    assert fit_encoded(within, MIN_PIXELS, MAX_PIXELS) == (within, False)
+    big = encoded((1000, 700), "JPEG")
+    data, resized = fit_encoded(big, MIN_PIXELS, MAX_PIXELS)
+    stored = PILImage.open(io.BytesIO(data))
+    assert resized and stored.format == "PNG" and stored.size == fitted_size(1000, 700, MIN_PIXELS, MAX_PIXELS)
+    expected = fit_image(PILImage.open(io.BytesIO(big)), MIN_PIXELS, MAX_PIXELS)
+    assert stored.convert("RGB").tobytes() == expected.tobytes()  # lossless: exactly the resized pixels
+
+
+@pytest.fixture
+def mixed_size_parquet(sat_parquet, tmp_path):
+    """SAT rows whose images are larger than max_pixels, smaller than min_pixels, within the bounds but not a
+    multiple of 28, and already at a fixed point; returns (path, the source images in row order)."""
+    rows = source_rows(sat_parquet)
+    single = next(r for r in rows if len(r["image_bytes"]) == 1)
+    images = [
+        [encoded((1500, 1000), "JPEG")],  # 1.5 MP: shrunk to 756 x 504
+        [encoded((40, 30), "PNG")],  # below min_pixels: enlarged to 84 x 56
+        [encoded((100, 150), "JPEG")],  # within the area bounds, sides not multiples of 28: 112 x 140
+        [encoded((640, 480), "JPEG", "L")],  # grayscale, shrunk; the mode is kept
+        [encoded((112, 224), "JPEG")],  # a fixed point: stored as it is
+        [encoded((2000, 800), "PNG"), encoded((224, 224), "JPEG")],  # two images, one resized
+    ]
+    path = tmp_path / "mixed.parquet"
+    table_rows = [{**single, "image_bytes": row_images} for row_images in images]
+    pq.write_table(pa.Table.from_pylist(table_rows, schema=SAT_FEATURES.arrow_schema), path)
+    return path, images
+
+
+def test_stored_images_give_the_same_grid_at_the_default_and_the_training_bounds(mixed_size_parquet, tmp_path):
+    from transformers import Qwen2VLImageProcessor
+
+    path, source_images = mixed_size_parquet
+    report = convert(str(path), tmp_path / "out")
+    records = written_records(tmp_path / "out")
+    assert [len(r["images"]) for r in records] == [len(images) for images in source_images]
+
+    default = Qwen2VLImageProcessor()  # as vLLM or an evaluation at the processor's own bounds would see them
+    training = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    resized = 0
+    for record, originals in zip(records, source_images, strict=True):
+        for image, original in zip(record["images"], originals, strict=True):
+            stored = PILImage.open(io.BytesIO(image["bytes"]))
+            source = PILImage.open(io.BytesIO(original))
+            grid_default = default(images=[stored], return_tensors="pt")["image_grid_thw"].tolist()
+            grid_training = training(images=[stored], return_tensors="pt")["image_grid_thw"].tolist()
+            assert grid_default == grid_training
+            # ... and it is the grid the trainer computes from the original image.
+            assert grid_training == training(images=[source], return_tensors="pt")["image_grid_thw"].tolist()
+            if stored.size == source.size:
+                assert image["bytes"] == original  # within the bounds: the source's bytes, untouched
+            else:
+                resized += 1
+                assert stored.format == "PNG" and stored.mode == source.mode
+                assert stored.tobytes() == fit_image(source, MIN_PIXELS, MAX_PIXELS).tobytes()
+    assert resized == 5
+    assert report["images"] == {
+        "min_pixels": MIN_PIXELS,
+        "max_pixels": MAX_PIXELS,
+        "factor": IMAGE_FACTOR,
+        "keep_original": False,
+        "resized": 5,
+    }
+    # Without the resize the default processor sees the large image at another resolution: the point of it all.
+    large = PILImage.open(io.BytesIO(source_images[0][0]))
+    assert default(images=[large])["image_grid_thw"].tolist() != training(images=[large])["image_grid_thw"].tolist()
+
+
+def test_keep_original_images_stores_every_source_image_untouched(mixed_size_parquet, tmp_path):
+    path, source_images = mixed_size_parquet
+    argv = ["--input", str(path), "--output", str(tmp_path / "kept"), "--keep-original-images"]
+    assert main(argv) == 0
+    records = written_records(tmp_path / "kept")
+    assert [[i["bytes"] for i in r["images"]] for r in records] == source_images
+    report = report_of(tmp_path / "kept")
+    assert report["images"]["keep_original"] is True and report["images"]["resized"] == 0
+    assert report["fingerprint"] != convert(str(path), tmp_path / "fitted")["fingerprint"]
+
+
+def test_other_bounds_are_honoured_and_recorded(mixed_size_parquet, tmp_path):
+    path, _ = mixed_size_parquet
+    argv = ["--input", str(path), "--output", str(tmp_path / "out"), "--min-pixels", "6272", "--max-pixels", "50176"]
+    assert main(argv + ["--image-factor", "28"]) == 0
+    for record in written_records(tmp_path / "out"):
+        for image in record["images"]:
+            width, height = PILImage.open(io.BytesIO(image["bytes"])).size
+            assert is_fixed_point(width, height, 6272, 50176, 28)
+    report = report_of(tmp_path / "out")
+    assert (report["images"]["min_pixels"], report["images"]["max_pixels"], report["images"]["factor"]) == (
+        6272,
+        50176,
+        28,
+    )

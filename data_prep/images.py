@@ -1,0 +1,190 @@
+"""Images stored at the size the model will see them: one resolution for training, vLLM and evaluation.
+
+Qwen2-VL's processor resizes every image with ``smart_resize``: both sides rounded to a multiple of ``factor``
+(28 = patch 14 × merge 2) and the area brought within ``[min_pixels, max_pixels]``. Two processors with different
+bounds (the trainer at the paper's 401,408 pixels, vLLM or an evaluation at the checkpoint's default of up to
+12,845,056) therefore see a large image at different resolutions. An image that is already a fixed point of
+``smart_resize`` at the training bounds (sides multiples of ``factor``, area within the bounds) is left as it is
+by every processor whose bounds contain the training bounds: the same ``image_grid_thw`` everywhere, and no
+resampling at all. `fit_image` and `fit_encoded` make images such fixed points; images that already are one are
+returned untouched (the same object, the same bytes).
+
+The paper's bounds are defined here once (`MIN_PIXELS`, `MAX_PIXELS`, `IMAGE_FACTOR`); a test checks them against
+``recipes/configs/paper/grpo_base.yaml``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from PIL import Image, ImageFile
+
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's processor (and smart_resize) refuse images more elongated than this
+MIN_PIXELS = 3136  # the paper's min_pixels (= 56 * 56, also Qwen2-VL's default)
+MAX_PIXELS = 401408  # the paper's max_pixels (= 512 * 28 * 28: at most 512 image tokens)
+IMAGE_FACTOR = 28  # Qwen2-VL: 14-pixel patches merged 2 x 2, so sides are multiples of 28
+# Qwen2-VL's processor resamples with bicubic interpolation; resizing with the same filter keeps our stored
+# pixels as close as possible to what the trainer would have computed from the original.
+RESAMPLE = Image.Resampling.BICUBIC
+# Modes stored as they are; any other (palette, CMYK, 16-bit, ...) is converted the way the processor would.
+KEPT_MODES = ("RGB", "RGBA", "L", "LA")
+
+
+def check_bounds(min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> None:
+    """Raise `ValueError` with a readable message unless the bounds make sense for `smart_resize`.
+
+    Example:
+        >>> check_bounds(MIN_PIXELS, MAX_PIXELS, IMAGE_FACTOR)
+        >>> check_bounds(10_000, 5_000)
+        Traceback (most recent call last):
+        ...
+        ValueError: min_pixels (10000) must not exceed max_pixels (5000)
+    """
+    if factor < 1:
+        raise ValueError(f"the image factor must be at least 1; got {factor}")
+    if min_pixels < 1:
+        raise ValueError(f"min_pixels must be at least 1; got {min_pixels}")
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+    if max_pixels < factor * factor:
+        raise ValueError(f"max_pixels ({max_pixels}) must be at least factor² = {factor * factor} (one patch)")
+
+
+def fitted_size(
+    width: int, height: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR
+) -> tuple[int, int]:
+    """The ``(width, height)`` a Qwen2-VL processor at these bounds resizes an image of this size to.
+
+    Raises `ValueError` when one side is more than 200 times the other (Qwen2-VL's processor refuses those too).
+
+    Example:
+        >>> fitted_size(112, 112, MIN_PIXELS, MAX_PIXELS)  # already a fixed point
+        (112, 112)
+        >>> fitted_size(1500, 1000, MIN_PIXELS, MAX_PIXELS)  # too large: shrunk within max_pixels
+        (756, 504)
+        >>> fitted_size(40, 30, MIN_PIXELS, MAX_PIXELS)  # too small: enlarged to min_pixels
+        (84, 56)
+    """
+    check_bounds(min_pixels, max_pixels, factor)
+    if width < 1 or height < 1:
+        raise ValueError(f"an image of {width}x{height} pixels has no area")
+    if is_fixed_point(width, height, min_pixels, max_pixels, factor):
+        return width, height
+    # qwen_vl_utils imports torch and torchvision (~5 s, ~700 MB): only when an image really needs resizing.
+    from qwen_vl_utils import smart_resize
+
+    new_height, new_width = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return new_width, new_height
+
+
+def is_fixed_point(width: int, height: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> bool:
+    """True when `smart_resize` leaves this size as it is: both sides multiples of ``factor``, the area within the
+    bounds, the aspect ratio accepted. (A test checks this against `qwen_vl_utils.smart_resize` itself.)
+
+    Example:
+        >>> is_fixed_point(112, 112, MIN_PIXELS, MAX_PIXELS), is_fixed_point(100, 112, MIN_PIXELS, MAX_PIXELS)
+        (True, False)
+    """
+    return (
+        width % factor == 0
+        and height % factor == 0
+        and min_pixels <= width * height <= max_pixels
+        and max(width, height) <= MAX_ASPECT_RATIO * min(width, height)
+    )
+
+
+def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> int:
+    """How many image tokens Qwen2-VL's prompt holds for an image of this size, at these bounds.
+
+    Example:
+        >>> image_tokens(112, 112, MIN_PIXELS, MAX_PIXELS), image_tokens(4000, 4000, MIN_PIXELS, MAX_PIXELS)
+        (16, 484)
+    """
+    new_width, new_height = fitted_size(width, height, min_pixels, max_pixels, factor)
+    return (new_width // factor) * (new_height // factor)
+
+
+def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> Image.Image:
+    """``image`` itself when it is already within the bounds (its `smart_resize` size is its size), else a copy
+    resized to that size with the processor's bicubic filter.
+
+    RGB, RGBA, L and LA images keep their mode; other modes (palette, CMYK, 16-bit, ...) are converted to RGB, or
+    RGBA when they carry transparency. Raises `ValueError` for an aspect ratio beyond 200:1.
+
+    Example:
+        >>> small = Image.new("RGB", (112, 112), "red")
+        >>> fit_image(small, MIN_PIXELS, MAX_PIXELS) is small
+        True
+        >>> big = fit_image(Image.new("RGB", (1500, 1000), "red"), MIN_PIXELS, MAX_PIXELS)
+        >>> big.size, big.mode
+        ((756, 504), 'RGB')
+    """
+    size = fitted_size(image.width, image.height, min_pixels, max_pixels, factor)
+    if size == image.size:
+        return image
+    if image.mode not in KEPT_MODES:
+        has_alpha = image.has_transparency_data
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return image.resize(size, RESAMPLE)
+
+
+def fit_encoded(data: bytes, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[bytes, bool]:
+    """``(data, False)`` when the encoded image is already within the bounds (only its header is read), else
+    ``(PNG bytes of the resized image, True)``: re-encoded losslessly, so the only change is the resize.
+
+    Raises PIL's errors (`PIL.UnidentifiedImageError`, `OSError`, ...) for data that is not a decodable image, and
+    `ValueError` for an aspect ratio beyond 200:1.
+
+    Example:
+        >>> buffer = io.BytesIO()
+        >>> Image.new("RGB", (1500, 1000), "red").save(buffer, format="JPEG")
+        >>> data, resized = fit_encoded(buffer.getvalue(), MIN_PIXELS, MAX_PIXELS)
+        >>> resized, Image.open(io.BytesIO(data)).format, Image.open(io.BytesIO(data)).size
+        (True, 'PNG', (756, 504))
+        >>> fit_encoded(data, MIN_PIXELS, MAX_PIXELS) == (data, False)
+        True
+    """
+    with strict_loading(), Image.open(io.BytesIO(data)) as image:
+        if fitted_size(image.width, image.height, min_pixels, max_pixels, factor) == image.size:
+            return data, False
+        image.load()
+        return encode_png(fit_image(image, min_pixels, max_pixels, factor)), True
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """``image`` encoded losslessly as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_checked(image: Image.Image) -> None:
+    """Decode an opened image completely, raising PIL's error if its data is broken. JPEGs are decoded at reduced
+    scale, which still reads every byte of the compressed data (so truncation is caught) in a fraction of the time;
+    the image must not be used for its pixels afterwards.
+
+    Example:
+        >>> buffer = io.BytesIO()
+        >>> Image.new("RGB", (64, 64), "red").save(buffer, format="JPEG")
+        >>> with strict_loading(), Image.open(io.BytesIO(buffer.getvalue()[:-10])) as broken:
+        ...     load_checked(broken)
+        Traceback (most recent call last):
+        ...
+        OSError: image file is truncated (3 bytes not processed)
+    """
+    if image.format == "JPEG":
+        image.draft("RGB", (1, 1))
+    image.load()
+
+
+@contextmanager
+def strict_loading() -> Iterator[None]:
+    """Make PIL refuse truncated images even if another library relaxed it for the process."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous

@@ -1,0 +1,105 @@
+"""CV-Bench rows: loading them from the hub, a parquet file or a folder; their images; their content fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Image, load_dataset, load_from_disk
+from PIL import Image as PILImage
+
+from data_prep.images import strict_loading
+from recipes.cli import QUICKSTART
+from recipes.errors import RecipeError
+
+COLUMNS = ("idx", "type", "task", "image", "choices", "answer", "prompt", "source")
+SYNTHETIC_COMMAND = "python -m data_prep.synthetic --kind cvbench --rows 64 --seed 0 --output data/cvbench.parquet"
+
+
+def _missing_dataset_error(name: str, err: Exception | str) -> RecipeError:
+    switches = (os.environ.get(v, "0").lower() for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    offline = any(value not in ("0", "", "false") for value in switches)
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return RecipeError(
+        f"cannot load CV-Bench from {name!r}{' (offline mode is set)' if offline else ''}: {first_line}\n"
+        f"Without hub access, write synthetic rows in CV-Bench's schema and evaluate on them:\n"
+        f"  {SYNTHETIC_COMMAND}\n"
+        f"  python recipes/eval_cvbench.py --dataset data/cvbench.parquet ...\n"
+        f"or run the offline quickstart: {QUICKSTART}"
+    )
+
+
+def load_cvbench(name_or_path: str, split: str = "test") -> Dataset:
+    """CV-Bench rows from a hub id, a parquet file, or a folder; fails with the fix when they cannot be found.
+
+    Images are left encoded (``Image(decode=False)``): `open_image` decodes one row at a time, so a broken image
+    names its row instead of failing a whole batch.
+    """
+    path = Path(name_or_path).expanduser()
+    try:
+        if path.is_file():
+            dataset = load_dataset("parquet", data_files=str(path), split="train")
+        elif (path / "dataset_dict.json").exists():
+            saved = load_from_disk(str(path))
+            if split not in saved:
+                raise RecipeError(f"{path} has no split {split!r} (it has: {', '.join(saved)}); set --dataset_split")
+            dataset = saved[split]
+        elif (path / "state.json").exists():
+            dataset = load_from_disk(str(path))
+        elif path.is_dir():
+            dataset = load_dataset(str(path), split=split)
+        elif name_or_path.endswith(".parquet") or name_or_path.startswith((".", "/", "~")):
+            raise _missing_dataset_error(name_or_path, f"no such file or folder: {path}")
+        else:
+            dataset = load_dataset(name_or_path, split=split)
+    except RecipeError:
+        raise
+    except Exception as err:  # hub, cache and format errors all mean "no usable dataset here"
+        raise _missing_dataset_error(name_or_path, err) from None
+    missing = [c for c in COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise RecipeError(
+            f"{name_or_path!r} is not in CV-Bench's schema: missing column(s) {', '.join(missing)} "
+            f"(expected {', '.join(COLUMNS)}). Synthetic rows in that schema: {SYNTHETIC_COMMAND}"
+        )
+    return dataset.cast_column("image", Image(decode=False))
+
+
+def row_metadata(dataset: Dataset) -> list[dict]:
+    """Every row's columns except the image (cheap: no image is read)."""
+    return dataset.select_columns([c for c in COLUMNS if c != "image"]).to_list()
+
+
+def _image_bytes(cell: Any) -> bytes:
+    """The encoded image of a row (``Image(decode=False)`` gives its bytes, or a path to them)."""
+    if not isinstance(cell, dict):
+        raise ValueError(f"not an image cell: {type(cell).__name__}")
+    if cell.get("bytes") is not None:
+        return cell["bytes"]
+    if cell.get("path"):
+        return Path(cell["path"]).read_bytes()
+    raise ValueError("the image cell holds neither bytes nor a path")
+
+
+def open_image(cell: Any) -> PILImage.Image:
+    """One row's image, fully decoded and in RGB; raises (a PIL or OS error) when it cannot be decoded."""
+    with strict_loading(), PILImage.open(io.BytesIO(_image_bytes(cell))) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def dataset_fingerprint(dataset: Dataset, rows: list[dict]) -> str:
+    """SHA-256 of the rows' columns and their encoded images, in order: the same data anywhere gives the same
+    value (a moved or renamed file matches; a changed answer or image does not). Reads every image's bytes once."""
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode())
+    for batch in dataset.select_columns(["image"]).iter(batch_size=256):
+        for cell in batch["image"]:
+            try:
+                digest.update(hashlib.sha256(_image_bytes(cell)).digest())
+            except (OSError, ValueError):  # an unreadable image: its row is reported when it is evaluated
+                digest.update(b"unreadable")
+    return digest.hexdigest()

@@ -1,0 +1,131 @@
+"""The output folder: the run key, append-only predictions (one file per process), their merge, the summaries.
+
+``run_config.json`` holds the run key (`recipes.evaluation.fingerprint.run_key`); every prediction carries the key's
+id. Predictions are resumed only when both match the current run; otherwise the run is refused with the settings
+that differ, or, with ``--overwrite_output_dir true``, the folder's evaluation files are deleted and it starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from data_prep.files import write_atomic
+from recipes.errors import RecipeError
+from recipes.evaluation.fingerprint import differences
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+RUN_CONFIG = "run_config.json"
+SUMMARIES = ("summary.json", "summary.md")
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The records of a predictions file; lines that are not complete records (a line torn by a kill) are skipped."""
+    if not path.exists():
+        return
+    # A kill can cut a character's UTF-8 bytes in two: decode leniently, the torn line fails as JSON anyway.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: skipping an incomplete line (an interrupted write); its row will be redone", path)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("row"), int) and "correct" in record:
+                yield record
+
+
+class OutputDir:
+    """``predictions.jsonl`` (merged, sorted by row), ``predictions.rank<k>.jsonl`` while several processes run,
+    ``run_config.json``, ``summary.json``, ``summary.md``."""
+
+    def __init__(self, root: Path, rank: int = 0, world_size: int = 1):
+        self.root = root
+        self.predictions = root / PREDICTIONS
+        self.config = root / RUN_CONFIG
+        # One process appends to predictions.jsonl itself; several each append to their own file.
+        self.mine = self.predictions if world_size == 1 else root / f"predictions.rank{rank}.jsonl"
+
+    def shards(self) -> list[Path]:
+        return sorted(self.root.glob("predictions.rank*.jsonl"))
+
+    def read_predictions(self) -> dict[int, dict]:
+        """Every complete prediction in the folder, by row (the first one when a row appears twice)."""
+        found: dict[int, dict] = {}
+        for path in [self.predictions, *self.shards()]:
+            for record in read_jsonl(path):
+                found.setdefault(record["row"], record)
+        return found
+
+    def mismatch(self, key: dict[str, Any]) -> str | None:
+        """Why the predictions already here cannot be resumed under ``key`` (None: there are none, or they match)."""
+        predictions = self.read_predictions()
+        if not predictions:
+            return None
+        try:
+            saved = json.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return f"{len(predictions)} predictions but no readable {RUN_CONFIG} saying what they were made with"
+        if not isinstance(saved, dict) or saved.get("id") != key["id"]:
+            changed = differences(saved if isinstance(saved, dict) else {}, key)
+            if any(line.startswith("model.") for line in changed):
+                changed.insert(0, "the model's files differ (retrained or replaced since these predictions)")
+            return "predictions made with other settings:\n  " + "\n  ".join(changed or ["(an older format)"])
+        others = sorted({str(r.get("fingerprint")) for r in predictions.values()} - {key["id"]})
+        if others:
+            return f"predictions of other runs mixed in (fingerprints {', '.join(others)}; this run: {key['id']})"
+        return None
+
+    def check(self, key: dict[str, Any], overwrite: bool) -> bool:
+        """Refuse to add to predictions made under another key, unless ``overwrite`` (then they are deleted by
+        `start`); True when the folder is to be cleared."""
+        problem = self.mismatch(key)
+        if problem is None:
+            return False
+        if overwrite:
+            logger.warning("%s holds %s\n--overwrite_output_dir: starting over", self.root, problem)
+            return True
+        raise RecipeError(
+            f"{self.root} holds {problem}\nNothing was changed. To start this evaluation over (the predictions and "
+            "summaries there are deleted): --overwrite_output_dir true; to keep them: choose another --output_dir."
+        )
+
+    def start(self, key: dict[str, Any], clear: bool) -> None:
+        """Record the run key; clear an earlier evaluation when told to; fold in what an interrupted run left."""
+        if clear:
+            for path in [self.predictions, *self.shards(), *(self.root / name for name in SUMMARIES)]:
+                path.unlink(missing_ok=True)
+        write_atomic(self.config, json.dumps(key, indent=2) + "\n")
+        self.merge()
+
+    def merge(self) -> dict[int, dict]:
+        """Rewrite predictions.jsonl sorted by row with every process's predictions, then drop the per-process files.
+
+        A kill in between leaves the per-process files, whose rows are merged (once) on the next run. Nothing is
+        written while there are no predictions.
+        """
+        predictions = dict(sorted(self.read_predictions().items()))
+        if predictions or self.predictions.exists():
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions.values())
+            write_atomic(self.predictions, text)
+        for shard in self.shards():
+            shard.unlink()
+        return predictions
+
+    def append(self, records: list[dict]) -> None:
+        """Append and flush each record as one line: a kill loses at most the line being written."""
+        with open(self.mine, "a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+            os.fsync(f.fileno())
+
+    def write_summary(self, summary: dict, markdown: str) -> None:
+        write_atomic(self.root / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.root / "summary.md", markdown)
