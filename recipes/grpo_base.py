@@ -17,11 +17,12 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from recipes.args import RecipeArguments
 from recipes.batch import check_master_weights
+from recipes.callbacks import log_prompt_ids
 from recipes.cli import RecipeError, run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import train_and_save
+from recipes.runs import check_enough_data, check_run, train_and_save, write_resolved_config
 from rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ DEFAULT_CONFIG = "paper/grpo_base.yaml"
 
 
 def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer | None:
+    # Run folder: no earlier run overwritten unless asked, a complete checkpoint to resume; nothing loaded yet.
+    checkpoint = check_run(script_args, training_args, model_args)
     # Data and processor: records → the experiment's prompts; fails early (with the fix) on missing model or data.
     template, processor, dataset = prepare(script_args, training_args, model_args)
     log_prompts(processor, dataset, script_args.dry_run_samples, to_stdout=script_args.dry_run)
@@ -47,6 +50,8 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
         )
     except ValueError as err:
         raise RecipeError(str(err)) from None
+    check_enough_data(len(dataset), training_args)
+    write_resolved_config(script_args, training_args, model_args, checkpoint)
 
     # Model: loaded here (not by the trainer) so the freeze options apply before the optimizer sees the parameters.
     model = load_model(model_args, script_args, training_args)
@@ -55,7 +60,7 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
     # Trainer
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=reward_funcs,
+        reward_funcs=log_prompt_ids(reward_funcs),  # each completion's record id in TRL's completions table
         args=training_args,
         train_dataset=dataset,
         processing_class=processor,
@@ -64,7 +69,7 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
     attach_callbacks(trainer, script_args)
 
     # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
-    train_and_save(trainer, training_args)
+    train_and_save(trainer, training_args, checkpoint)
     return trainer
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from data_prep.chat_templates import PLAIN_CHAT_TEMPLATE, QWEN2VL_CHAT_TEMPLATE
+from data_prep.chat_templates_qwen3vl import QWEN3VL_CHAT_TEMPLATE
 from data_prep.schema import IMAGE_PLACEHOLDER
 
 _SYSTEM = (
@@ -56,7 +57,7 @@ CVBENCH_INSTRUCT_PROMPT = (
 )
 BARE_PROMPT = "{question}"
 
-CHAT_TEMPLATES = {"plain": PLAIN_CHAT_TEMPLATE, "qwen2vl": QWEN2VL_CHAT_TEMPLATE}
+CHAT_TEMPLATES = {"plain": PLAIN_CHAT_TEMPLATE, "qwen2vl": QWEN2VL_CHAT_TEMPLATE, "qwen3vl": QWEN3VL_CHAT_TEMPLATE}
 
 # How a source text becomes a template's {question}.
 AS_IS = "as_is"  # unchanged (the instruct and SFT prompts keep the SAT text's "<image> " prefix)

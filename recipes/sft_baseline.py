@@ -24,7 +24,7 @@ from recipes.cli import run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import train_and_save
+from recipes.runs import check_enough_data, check_run, train_and_save, write_resolved_config
 from recipes.sft_loss import paper_loss_arguments
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,16 @@ DEFAULT_CONFIG = "paper/sft_baseline.yaml"
 
 
 def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer | None:
+    # Run folder: no earlier run overwritten unless asked, a complete checkpoint to resume; nothing loaded yet.
+    checkpoint = check_run(script_args, training_args, model_args)
     # Data and processor: records → prompt (user turn) + completion (the bare answer), instruct chat template.
     template, processor, dataset = prepare(script_args, training_args, model_args, with_completion=True)
     log_prompts(processor, dataset, script_args.dry_run_samples, to_stdout=script_args.dry_run)
     if script_args.dry_run:
         return None
+
+    check_enough_data(len(dataset), training_args)
+    write_resolved_config(script_args, training_args, model_args, checkpoint)
 
     # Model
     model = load_model(model_args, script_args, training_args)
@@ -55,7 +60,7 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     attach_callbacks(trainer, script_args)
 
     # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
-    train_and_save(trainer, training_args)
+    train_and_save(trainer, training_args, checkpoint)
     return trainer
 
 
