@@ -8,6 +8,8 @@ data and prompts `recipes/data.py` + `recipes/prompts.py`, run life cycle `recip
 
 from __future__ import annotations
 
+import importlib.util
+
 from recipes.args import RecipeArguments
 from recipes.batch import check_global_batch
 from recipes.callbacks import ZeroPartitionLogger, reporting_callbacks, setup_reporting
@@ -28,6 +30,13 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
     if with_completion and script_args.sft_loss not in SFT_LOSSES:
         raise RecipeError(f"unknown sft_loss {script_args.sft_loss!r}: choose one of {', '.join(SFT_LOSSES)}")
     check_global_batch(script_args, training_args)
+    if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        raise RecipeError(
+            "use_vllm is set but vLLM is not installed in this environment. No vLLM release accepts the torch and "
+            "transformers pinned in requirements.txt: create the separate vLLM environment with "
+            "`bash launch/setup_vllm_env.sh` and launch from it, or use the config without _vllm (transformers' "
+            "generate)"
+        )
     records = load_records(script_args)
     check_model_available(model_args.model_name_or_path)
     processor = load_processor(model_args, script_args, template)

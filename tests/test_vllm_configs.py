@@ -7,6 +7,7 @@ own parser, into a GRPOConfig that turns vLLM on with the paper's sampling setti
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,15 @@ def test_a_vllm_config_parses_to_the_same_training_as_its_base(config):
     fields = set(args_b.to_dict()) - RUN_LOCATION_KEYS - {"logging_dir"}
     different = {f for f in fields if not is_vllm_key(f) and args_v.to_dict()[f] != args_b.to_dict()[f]}
     assert not different, f"training arguments differ: {sorted(different)}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_use_vllm_without_vllm_installed_names_the_separate_environment(tiny_base_dir, sat_records_dir, tmp_path):
+    from recipes.errors import RecipeError
+
+    argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)]
+    argv += ["--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "run"), "--report_to", "none"]
+    args = grpo_base.make_parser().parse_args_and_config([*argv, "--use_vllm", "true"])
+    with pytest.raises(RecipeError, match="bash launch/setup_vllm_env.sh"):
+        grpo_base.main(*args)
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -98,8 +98,9 @@ class VLLMGenerator:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise RecipeError(
-                "--backend vllm needs vLLM, which is not installed: on a GPU machine run "
-                "pip install -r requirements-gpu.txt (see its notes), or use --backend hf"
+                "--backend vllm needs vLLM, which is not installed in this environment (no vLLM release accepts the "
+                "pinned torch and transformers): on a GPU machine create its own environment with "
+                "`bash launch/setup_vllm_env.sh` and run from it, or use --backend hf"
             ) from None
         self.llm = LLM(
             model=str(folder),
