@@ -2,70 +2,81 @@
 # Mini R1-Zero: GRPO visibly raises held-out accuracy, offline on a CPU, in minutes (see recipes/MINI_R1.md).
 #   stage A: SFT of a random mini Qwen2-VL on "Is the shape a triangle?" (recipes/configs/mini/sft_shape.yaml)
 #   stage B: GRPO on "Is the shape red?" from stage A, held-out greedy accuracy logged (recipes/configs/mini/grpo_color.yaml)
-# Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]   e.g. bash launch/mini_r1.sh 1 --heldout_eval_steps 10
+# Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]   e.g. bash launch/mini_r1.sh 1 --learning_rate 1e-4
 # Environment: OUT (outputs/mini_r1/seed<SEED>), STAGE_A_STEPS (600), STAGE_B_STEPS (150), HELDOUT_ROWS (200),
-#   HELDOUT_EVERY_A (100), HELDOUT_EVERY_B (25), REPORT_TO (none; wandb logs both stages offline), OMP_NUM_THREADS (1).
+#   HELDOUT_EVERY_A (100), HELDOUT_EVERY_B (25), REPORT_TO (none; wandb logs both stages offline), REDO (0; 1 redoes
+#   the stages made with other settings), FRESH (0; 1 deletes what an earlier run left in OUT and starts over),
+#   PYTHON (python), OMP_NUM_THREADS (1).
 # Writes OUT/result.json (before, after, curve, timings), OUT/curve.png and prints a one-line summary.
+# OUT/stamp.json records what made each stage (seed, config and its hash, steps, options): a rerun skips the stages
+# that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
 set -euo pipefail
 
+usage_line() { echo "Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]  (-h: help)"; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091  # launch/lib.sh is checked on its own
+. "$ROOT/launch/lib.sh"
+
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit 0
 fi
 
-cd "$(dirname "$0")/.."
 SEED=0
-if [[ $# -gt 0 && "$1" != -* ]]; then
+if [[ $# -gt 0 && "$1" != --* ]]; then
   SEED=$1
   shift
 fi
-OUT=${OUT:-outputs/mini_r1/seed$SEED}
+require_int SEED 0 1
 STAGE_A_STEPS=${STAGE_A_STEPS:-600}
 STAGE_B_STEPS=${STAGE_B_STEPS:-150}
 HELDOUT_ROWS=${HELDOUT_ROWS:-200}
 HELDOUT_EVERY_A=${HELDOUT_EVERY_A:-100}
 HELDOUT_EVERY_B=${HELDOUT_EVERY_B:-25}
 REPORT_TO=${REPORT_TO:-none}
+FRESH=${FRESH:-0}
+REDO=${REDO:-0}
 PYTHON=${PYTHON:-python}
+require_int STAGE_A_STEPS 1 600
+require_int STAGE_B_STEPS 1 150
+require_int HELDOUT_ROWS 1 200
+require_int HELDOUT_EVERY_A 1 100
+require_int HELDOUT_EVERY_B 1 25
+require_choice REPORT_TO none wandb
+require_choice FRESH 0 1
+require_choice REDO 0 1
+require_overrides "seed: give the seed as the first argument instead
+output_dir: set OUT=<folder> instead
+model_name_or_path: stage B starts from this run's stage A model
+dataset_path: stage B trains on this run's colour records
+max_steps: set STAGE_B_STEPS=N instead
+heldout_eval_steps: set HELDOUT_EVERY_B=N instead
+report_to: set REPORT_TO=none|wandb instead
+resume_from_checkpoint: a rerun skips finished stages and redoes unfinished ones by itself
+overwrite_output_dir: a rerun with other settings is refused; FRESH=1 starts over" "$@"
+
+cd "$ROOT" # relative paths (OUT) are the repository's, as the defaults
+OUT=${OUT:-outputs/mini_r1/seed$SEED}
+[[ -n "$OUT" ]] || die "OUT is empty: unset it to get outputs/mini_r1/seed$SEED, or name a folder"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-mini}
+
+if [[ "$FRESH" == 1 ]]; then
+  printf '== FRESH=1: deleting what an earlier run left in %s\n' "$OUT"
+  for name in init data stage_a stage_b logs stamp.json result.json curve.png; do
+    rm -rf "${OUT:?}/$name"
+  done
+fi
 mkdir -p "$OUT"
-rm -f "$OUT/result.json"
-
-load() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-step() { printf '\n== %s\n' "$*"; }
-
-LOAD_START=$(load)
-T0=$(now)
-step "seed $SEED: random mini Qwen2-VL and synthetic records (data_prep.synthetic -> data_prep.sat) in $OUT"
-"$PYTHON" -m recipes.mini_r1 prepare --out "$OUT" --seed "$SEED" \
-  --shape-rows $((STAGE_A_STEPS * 16)) --color-rows $((STAGE_B_STEPS * 4)) --heldout-rows "$HELDOUT_ROWS"
-PREPARE_S=$(since "$T0")
-
-T1=$(now)
-step "stage A: SFT on the shape question ($STAGE_A_STEPS steps)"
-"$PYTHON" recipes/sft_baseline.py --config recipes/configs/mini/sft_shape.yaml \
-  --model_name_or_path "$OUT/init" --dataset_path "$OUT/data/shape" --output_dir "$OUT/stage_a" \
-  --heldout_dataset_path "$OUT/data/shape_heldout" --heldout_eval_steps "$HELDOUT_EVERY_A" \
-  --max_steps "$STAGE_A_STEPS" --seed "$SEED" --report_to "$REPORT_TO" --disable_tqdm true
-STAGE_A_S=$(since "$T1")
-
-T2=$(now)
-step "stage B: GRPO on the colour question ($STAGE_B_STEPS steps)"
-"$PYTHON" recipes/grpo_base.py --config recipes/configs/mini/grpo_color.yaml \
-  --model_name_or_path "$OUT/stage_a" --dataset_path "$OUT/data/color" --output_dir "$OUT/stage_b" \
-  --heldout_dataset_path "$OUT/data/color_heldout" --heldout_eval_steps "$HELDOUT_EVERY_B" \
-  --max_steps "$STAGE_B_STEPS" --seed "$SEED" --report_to "$REPORT_TO" --disable_tqdm true "$@"
-STAGE_B_S=$(since "$T2")
-
-# CPU seconds (user + system) of the finished child processes: the second line of `times`, run in this shell.
-times > "$OUT/.times"
-CPU_S=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); n += t[1] * 60 + t[2] } printf "%.1f", n }' "$OUT/.times")
-rm -f "$OUT/.times"
-"$PYTHON" -m recipes.mini_r1 report --out "$OUT" --seed "$SEED" \
-  --seconds prepare="$PREPARE_S" stage_a="$STAGE_A_S" stage_b="$STAGE_B_S" total="$(since "$T0")" \
-  --cpu-seconds "$CPU_S" --load "$LOAD_START" "$(load)"
+redo=()
+[[ "$REDO" == 0 ]] || redo=(--redo-changed)
+printf '== mini R1-Zero, seed %s, in %s (stage A %s steps, stage B %s steps; progress below, logs in %s/logs)\n' \
+  "$SEED" "$OUT" "$STAGE_A_STEPS" "$STAGE_B_STEPS" "$OUT"
+"$PYTHON" -m recipes.mini_r1 run --out "$OUT" --seed "$SEED" \
+  --stage-a-steps "$STAGE_A_STEPS" --stage-b-steps "$STAGE_B_STEPS" --heldout-rows "$HELDOUT_ROWS" \
+  --heldout-every-a "$HELDOUT_EVERY_A" --heldout-every-b "$HELDOUT_EVERY_B" --report-to "$REPORT_TO" \
+  --start-over "To redo them (and the stages made from them) with the new settings: REDO=1 bash launch/mini_r1.sh \
+$SEED ...; to start over: FRESH=1 (deletes the run in $OUT); or use another folder: OUT=<folder>." \
+  "${redo[@]+"${redo[@]}"}" -- "$@"

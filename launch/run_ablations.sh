@@ -1,28 +1,173 @@
 #!/usr/bin/env bash
-# The paper's ablation suite in one W&B group: base GRPO, instruct GRPO, SFT baseline, base GRPO + length reward;
-# then CV-Bench for each (prompts: base, instruct, instruct_no_reasoning, base) and one comparison report.
-# Usage: bash launch/run_ablations.sh [overrides for every training...]      e.g. --max_steps 200
-#        TINY=1 bash launch/run_ablations.sh      # the same suite offline on CPU: tiny configs, synthetic data, minutes
-# Environment (default): OUT (outputs/ablations; TINY: outputs/ablations-tiny), SEED (42), GROUP (<OUT name>-seed<SEED>),
-#   EXPERIMENTS (grpo_base grpo_instruct sft_baseline grpo_base_length), DUMP_TRAJECTORIES (none; GRPO experiments
-#   whose samples go to <run>/trajectories/, or "all"), FRESH (0: finished trainings and evaluations are kept and
-#   unfinished ones resume from their last checkpoint; 1: redo everything), PYTHON (python), DRY_RUN (0; 1 prints
-#   the commands instead of running them).
+# An ablation suite in one W&B group: every experiment trained with one seed, CV-Bench for each, one comparison report.
+# Usage: [SUITE=paper|losses|families] [TINY=1] bash launch/run_ablations.sh [overrides for every training...]
+#   e.g. bash launch/run_ablations.sh --max_steps 200        SUITE=losses TINY=1 bash launch/run_ablations.sh
+# Suites (SUITE, default paper; each experiment is recipes/configs/<paper|tiny>/<experiment>.yaml):
+#   paper     the paper's ablations: grpo_base grpo_instruct sft_baseline grpo_base_length
+#   losses    the GRPO loss family against the paper's loss: grpo_base grpo_base_dr_grpo grpo_base_dapo grpo_base_bnpo
+#             grpo_base_gspo grpo_base_clip_higher
+#   families  instruct GRPO across model families, Qwen2-VL-2B-Instruct as reference: grpo_instruct
+#             grpo_instruct_qwen2_5_vl_3b grpo_instruct_qwen2_5_vl_7b grpo_instruct_qwen3_vl_2b
+#             grpo_instruct_qwen3_vl_4b
+#             (TINY=1: grpo_instruct grpo_instruct_qwen2_5_vl grpo_instruct_qwen3_vl, tiny models of each family)
+# TINY=1 runs the suite offline on CPU: tiny configs, synthetic data, tiny random models, minutes.
+# Environment (default): SEED (42), OUT (outputs/ablations/<suite>/seed<SEED>, TINY: outputs/ablations-tiny/...;
+#   relative to your directory), GROUP (ablations[-tiny]-<suite>-seed<SEED>), EXPERIMENTS (the suite's),
+#   DUMP_TRAJECTORIES (none; GRPO experiments whose samples go to <run>/trajectories/, or "all"), FRESH (0: keep
+#   finished trainings and evaluations made with the same settings, resume unfinished ones; 1: delete the suite's
+#   files in OUT and redo everything), PYTHON (python), DRY_RUN (0; 1 prints the commands and writes nothing).
 #   GPU suite: NUM_GPUS (8; trainings through launch/run_8gpu.sh, evaluations data parallel over the GPUs; with other
-#     counts keep the paper's global batch, e.g. NUM_GPUS=4 bash launch/run_ablations.sh --gradient_accumulation_steps 2),
+#     counts keep the paper's global batch: NUM_GPUS=4 bash launch/run_ablations.sh --gradient_accumulation_steps 2),
 #     CVBENCH (nyu-visionx/CV-Bench), EVAL_LIMIT (all rows), EVAL_MAX_NEW_TOKENS (1024), EVAL_ARGS (more options for
 #     recipes/eval_cvbench.py, e.g. "--backend vllm --batch_size 512").
 #   TINY=1: ROWS (64 synthetic SAT rows), EVAL_ROWS (16 CV-Bench rows), MAX_STEPS (the tiny configs' 30),
 #     EVAL_MAX_NEW_TOKENS (24); SAT_DATA, CVBENCH, BASE_MODEL, INSTRUCT_MODEL reuse existing ones instead of building.
+# OUT/stamp.txt records the seed, sizes, configs and overrides OUT was made with; a rerun with other settings into the
+# same OUT stops with the differences instead of calling another seed's results "done already".
 # Output: OUT/<experiment>/ (model, trainer_state.json, wandb/), OUT/<experiment>/eval_cvbench/summary.json,
 #   OUT/report.html + OUT/report.png (python -m recipes.compare). Expected time: TINY=1 about 3-5 min on 2 CPU cores.
 set -euo pipefail
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-die() {
-  printf 'error: %s\n' "$*" >&2
-  exit 2
+usage_line() {
+  echo "Usage: [SUITE=paper|losses|families] [TINY=1] bash launch/run_ablations.sh [overrides...]  (-h: help)"
 }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091  # launch/lib.sh is checked on its own
+. "$ROOT/launch/lib.sh"
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  exit 0
+fi
+
+# 0. Every setting is checked before anything is written.
+SUITE=${SUITE:-paper}
+TINY=${TINY:-0}
+SEED=${SEED:-42}
+FRESH=${FRESH:-0}
+DRY_RUN=${DRY_RUN:-0}
+PYTHON=${PYTHON:-python}
+DUMP_TRAJECTORIES=${DUMP_TRAJECTORIES:-}
+EVAL_LIMIT=${EVAL_LIMIT:-}
+require_choice SUITE paper losses families
+require_choice TINY 0 1
+require_int SEED 0 42
+require_choice FRESH 0 1
+require_choice DRY_RUN 0 1
+refused="seed: set SEED=N instead
+output_dir: set OUT=<folder> instead
+wandb_group: set GROUP=<name> instead
+resume_from_checkpoint: a rerun resumes unfinished trainings by itself (FRESH=1 starts over)"
+if [[ "$TINY" == 1 ]]; then
+  SIZE=tiny
+  ROWS=${ROWS:-64}
+  EVAL_ROWS=${EVAL_ROWS:-16}
+  EVAL_LIMIT=${EVAL_LIMIT:-$EVAL_ROWS}
+  EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-24}
+  MAX_STEPS=${MAX_STEPS:-}
+  require_int ROWS 1 64
+  require_int EVAL_ROWS 1 16
+  [[ -z "$MAX_STEPS" ]] || require_int MAX_STEPS 1 30
+  refused+="
+model_name_or_path: set BASE_MODEL / INSTRUCT_MODEL instead
+dataset_path: set SAT_DATA instead"
+else
+  SIZE=paper
+  EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-1024}
+  NUM_GPUS=${NUM_GPUS:-8}
+  require_int NUM_GPUS 1 8
+  export NUM_GPUS # read by launch/run_8gpu.sh
+fi
+[[ -z "$EVAL_LIMIT" ]] || require_int EVAL_LIMIT 1 100
+require_int EVAL_MAX_NEW_TOKENS 1 1024
+require_overrides "$refused" "$@"
+read -r -a eval_extra <<<"${EVAL_ARGS:-}"
+
+suite_experiments() {
+  case $SUITE in
+    paper) echo grpo_base grpo_instruct sft_baseline grpo_base_length ;;
+    losses) echo grpo_base grpo_base_dr_grpo grpo_base_dapo grpo_base_bnpo grpo_base_gspo grpo_base_clip_higher ;;
+    families)
+      if [[ "$TINY" == 1 ]]; then
+        echo grpo_instruct grpo_instruct_qwen2_5_vl grpo_instruct_qwen3_vl
+      else
+        echo grpo_instruct grpo_instruct_qwen2_5_vl_3b grpo_instruct_qwen2_5_vl_7b grpo_instruct_qwen3_vl_2b \
+          grpo_instruct_qwen3_vl_4b
+      fi
+      ;;
+  esac
+}
+EXPERIMENTS=${EXPERIMENTS:-$(suite_experiments)}
+
+# Per experiment: its recipe and config, its CV-Bench prompt, the tiny model it starts from.
+recipe_of() {
+  case $1 in
+    grpo_base*) echo recipes/grpo_base.py ;;
+    grpo_instruct*) echo recipes/grpo_instruct.py ;;
+    sft_baseline*) echo recipes/sft_baseline.py ;;
+  esac
+}
+config_of() { echo "recipes/configs/$SIZE/$1.yaml"; }
+eval_prompt_of() {
+  case $1 in
+    grpo_instruct*) echo instruct ;;
+    sft_baseline*) echo instruct_no_reasoning ;;
+    *) echo base ;;
+  esac
+}
+arch_of() {
+  case $1 in
+    *_qwen2_5_vl*) echo qwen2_5_vl ;;
+    *_qwen3_vl*) echo qwen3_vl ;;
+    *) echo qwen2_vl ;;
+  esac
+}
+variant_of() { if [[ "$1" == grpo_instruct* ]]; then echo instruct; else echo base; fi; }
+dumps_for() { [[ "$1" == grpo_* && ("$DUMP_TRAJECTORIES" == all || " $DUMP_TRAJECTORIES " == *" $1 "*) ]]; }
+
+missing=()
+for exp in $EXPERIMENTS; do
+  [[ "$exp" =~ ^[a-z0-9_]+$ && -n "$(recipe_of "$exp")" ]] ||
+    die "unknown experiment '$exp' in EXPERIMENTS: a name starts with grpo_base, grpo_instruct or sft_baseline and \
+has a config recipes/configs/$SIZE/<name>.yaml (suite $SUITE: $(suite_experiments))"
+  [[ -f "$ROOT/$(config_of "$exp")" ]] || missing+=("$(config_of "$exp")")
+done
+[[ ${#missing[@]} -eq 0 ]] ||
+  die "suite $SUITE ($SIZE) needs configs that do not exist: ${missing[*]}" \
+    "Write them (one YAML per experiment), or run the others: EXPERIMENTS=\"...\" bash launch/run_ablations.sh"
+
+tag=ablations
+[[ "$TINY" != 1 ]] || tag=ablations-tiny
+OUT=${OUT:-$ROOT/outputs/$tag/$SUITE/seed$SEED}
+[[ "$OUT" == /* ]] || OUT=$PWD/$OUT
+GROUP=${GROUP:-$tag-$SUITE-seed$SEED}
+[[ -n "$GROUP" ]] || die "GROUP is empty: unset it to get $tag-$SUITE-seed$SEED, or name the W&B group"
+STAMP=$OUT/stamp.txt
+DATA=$OUT/data
+cd "$ROOT"
+export TOKENIZERS_PARALLELISM=false
+if [[ "$TINY" == 1 ]]; then
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
+  SAT_DATA=${SAT_DATA:-$DATA/sat}
+  CVBENCH=${CVBENCH:-$DATA/cvbench.parquet}
+  BASE_MODEL=${BASE_MODEL:-$DATA/tiny-base}
+  INSTRUCT_MODEL=${INSTRUCT_MODEL:-$DATA/tiny-instruct}
+else
+  CVBENCH=${CVBENCH:-nyu-visionx/CV-Bench}
+fi
+
+model_of() {
+  if [[ "$TINY" != 1 ]]; then
+    config_value "$(config_of "$1")" model_name_or_path
+  elif [[ "$(arch_of "$1")" != qwen2_vl ]]; then
+    echo "$DATA/tiny-$(variant_of "$1")-$(arch_of "$1")"
+  elif [[ "$(variant_of "$1")" == instruct ]]; then
+    echo "$INSTRUCT_MODEL"
+  else
+    echo "$BASE_MODEL"
+  fi
+}
+
 step() { printf '\n== %s\n' "$*"; }
 run() {
   if [[ "$DRY_RUN" == 1 ]]; then
@@ -32,136 +177,132 @@ run() {
     "$@"
   fi
 }
+# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints the deletions, so it must not count them).
+have() { [[ -e "$1" && ! ("$FRESH" == 1 && "$DRY_RUN" == 1) ]]; }
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  usage
-  exit 0
-fi
-
-TINY=${TINY:-0}
-SIZE=paper
-[[ "$TINY" == 1 ]] && SIZE=tiny
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${OUT:-$ROOT/outputs/ablations$([[ "$TINY" == 1 ]] && echo -tiny)}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd) # relative to the caller's folder; the recipes run from the repository root
-cd "$ROOT"
-
-SEED=${SEED:-42}
-GROUP=${GROUP:-$(basename "$OUT")-seed$SEED}
-EXPERIMENTS=${EXPERIMENTS:-grpo_base grpo_instruct sft_baseline grpo_base_length}
-DUMP_TRAJECTORIES=${DUMP_TRAJECTORIES:-}
-FRESH=${FRESH:-0}
-PYTHON=${PYTHON:-python}
-DRY_RUN=${DRY_RUN:-0}
-export NUM_GPUS=${NUM_GPUS:-8} # read by launch/run_8gpu.sh
-EVAL_LIMIT=${EVAL_LIMIT:-}
-export TOKENIZERS_PARALLELISM=false
-
-# Per experiment: its recipe, its CV-Bench prompt and whether it samples completions (GRPO).
-recipe_of() {
-  case $1 in
-    grpo_base | grpo_base_length) echo recipes/grpo_base.py ;;
-    grpo_instruct) echo recipes/grpo_instruct.py ;;
-    sft_baseline) echo recipes/sft_baseline.py ;;
-    *) die "unknown experiment '$1' in EXPERIMENTS; valid: grpo_base grpo_instruct sft_baseline grpo_base_length" ;;
-  esac
-}
-eval_prompt_of() {
-  case $1 in
-    grpo_instruct) echo instruct ;;
-    sft_baseline) echo instruct_no_reasoning ;;
-    *) echo base ;;
-  esac
-}
-dumps_for() { [[ "$1" == grpo_* && ("$DUMP_TRAJECTORIES" == all || " $DUMP_TRAJECTORIES " == *" $1 "*) ]]; }
-config_value() { sed -n "s/^$2: *\([^ #]*\).*/\1/p" "$1" | head -n 1; }
-finished() { [[ -f "$1/config.json" ]] && compgen -G "$1/model*.safetensors*" >/dev/null; }
-
-for exp in $EXPERIMENTS; do recipe_of "$exp" >/dev/null; done
-
+# 1. The stamp: what defines every file in OUT. Results are reused only when it matches.
+stamp=("made_by=launch/run_ablations.sh" "seed=$SEED" "size=$SIZE" "group=$GROUP" "overrides=$(quoted "$@")")
+stamp+=("eval=$(quoted --dataset "$CVBENCH" --limit "${EVAL_LIMIT:-all}" --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
+  "${eval_extra[@]+"${eval_extra[@]}"}")")
 if [[ "$TINY" == 1 ]]; then
-  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
-  DATA=$OUT/data
-  ROWS=${ROWS:-64}
-  EVAL_ROWS=${EVAL_ROWS:-16}
-  EVAL_LIMIT=${EVAL_LIMIT:-$EVAL_ROWS}
-  EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-24}
-  SAT_DATA=${SAT_DATA:-$DATA/sat}
-  CVBENCH=${CVBENCH:-$DATA/cvbench.parquet}
-  BASE_MODEL=${BASE_MODEL:-$DATA/tiny-base}
-  INSTRUCT_MODEL=${INSTRUCT_MODEL:-$DATA/tiny-instruct}
-  step "tiny offline inputs in $DATA (seed $SEED; existing ones are reused)"
-  mkdir -p "$DATA"
-  if [[ ! -d "$SAT_DATA" ]]; then
-    run "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$DATA/sat_raw.parquet"
-    run "$PYTHON" -m data_prep.sat --input "$DATA/sat_raw.parquet" --output "$SAT_DATA" --seed "$SEED" --multi-image skip
-  fi
-  [[ -e "$CVBENCH" ]] || run "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" --output "$CVBENCH"
-  [[ -d "$BASE_MODEL" ]] || run "$PYTHON" -m data_prep.tiny_model --output "$BASE_MODEL" --variant base --seed "$SEED"
-  [[ -d "$INSTRUCT_MODEL" ]] || run "$PYTHON" -m data_prep.tiny_model --output "$INSTRUCT_MODEL" --variant instruct --seed "$SEED"
+  stamp+=("rows=$ROWS" "eval_rows=$EVAL_ROWS" "max_steps=${MAX_STEPS:-config}" "sat_data=$SAT_DATA")
 else
-  CVBENCH=${CVBENCH:-nyu-visionx/CV-Bench}
-  EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-1024}
+  stamp+=("num_gpus=$NUM_GPUS")
+fi
+for exp in $EXPERIMENTS; do
+  stamp+=("run:$exp=$(config_of "$exp") sha256:$(file_hash "$(config_of "$exp")") model $(model_of "$exp")")
+done
+[[ ! -e "$OUT" || -d "$OUT" ]] || die "OUT=$OUT is a file, not a folder: choose a folder, e.g. OUT=${OUT}_run"
+start_over="Start over with FRESH=1 (deletes the suite's files there) or use another folder: OUT=<new folder>."
+if [[ "$FRESH" == 1 ]]; then
+  step "FRESH=1: deleting the suite's files in $OUT"
+  recorded=()
+  if [[ -f "$STAMP" ]]; then
+    while IFS= read -r line; do [[ "$line" != run:* ]] || recorded+=("${line%%=*}"); done <"$STAMP"
+  fi
+  deleted=" "
+  for name in $EXPERIMENTS ${recorded[@]+"${recorded[@]#run:}"} data report.html report.png stamp.txt; do
+    [[ "$deleted" != *" $name "* && -e "$OUT/$name" ]] || continue
+    deleted+="$name "
+    run rm -rf "${OUT:?}/$name"
+  done
+elif [[ -f "$STAMP" ]]; then
+  diffs=$(stamp_diff "$STAMP" "${stamp[@]}")
+  [[ -z "$diffs" ]] || die "$OUT was made with other settings:" "$diffs" "$start_over"
+  for exp in $EXPERIMENTS; do
+    if [[ -e "$OUT/$exp" ]] && ! stamp_value "$STAMP" "run:$exp" >/dev/null; then
+      die "$OUT/$exp exists but $STAMP has no record of the settings that made it." "$start_over"
+    fi
+  done
+elif ! is_empty_dir "$OUT"; then
+  die "$OUT is not empty and has no stamp.txt saying which settings made it." "$start_over"
+fi
+if [[ "$DRY_RUN" != 1 ]]; then
+  mkdir -p "$OUT"
+  stamp_write "$STAMP" "made by launch/run_ablations.sh (suite $SUITE); reused only with the same settings" \
+    "${stamp[@]}"
 fi
 
-model_of() {
-  if [[ "$TINY" == 1 ]]; then
-    if [[ "$1" == grpo_instruct ]]; then echo "$INSTRUCT_MODEL"; else echo "$BASE_MODEL"; fi
-  else
-    config_value "recipes/configs/paper/$1.yaml" model_name_or_path
+# 2. TINY: offline inputs, each written atomically (complete or absent) and made with the stamped seed and sizes.
+if [[ "$TINY" == 1 ]]; then
+  step "tiny offline inputs in $DATA (seed $SEED)"
+  if ! have "$SAT_DATA"; then
+    run "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$DATA/sat_raw.parquet"
+    run "$PYTHON" -m data_prep.sat --input "$DATA/sat_raw.parquet" --output "$SAT_DATA" --seed "$SEED" \
+      --multi-image skip
   fi
-}
+  have "$CVBENCH" ||
+    run "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" --output "$CVBENCH"
+  built=" "
+  for exp in $EXPERIMENTS; do
+    model=$(model_of "$exp")
+    if [[ "$built" == *" $model "* ]] || have "$model"; then continue; fi
+    built+="$model "
+    arch=()
+    [[ "$(arch_of "$exp")" == qwen2_vl ]] || arch=(--arch "$(arch_of "$exp")") # qwen2_vl: the builder's default
+    run "$PYTHON" -m data_prep.tiny_model --output "$model" --variant "$(variant_of "$exp")" --seed "$SEED" \
+      "${arch[@]+"${arch[@]}"}"
+  done
+fi
 
-# 1. Training: one W&B group; run names and tags say experiment, model and seed.
+# 3. Training: one W&B group; run names and tags say experiment, model and seed. A retrained model is re-evaluated.
+trained=" "
 for exp in $EXPERIMENTS; do
   run_dir=$OUT/$exp
-  if [[ "$FRESH" != 1 ]] && finished "$run_dir"; then
+  if have "$run_dir" && finished "$run_dir"; then
     step "train $exp: done already ($run_dir)"
     continue
   fi
   model=$(model_of "$exp")
   args=(--output_dir "$run_dir" --seed "$SEED" --wandb_group "$GROUP" --run_name "$exp-$(basename "$model")-seed$SEED")
-  [[ "$FRESH" == 1 ]] || args+=(--resume_from_checkpoint last)
+  args+=(--resume_from_checkpoint last) # an unfinished (killed) run resumes; with no checkpoint it starts fresh
   dumps_for "$exp" && args+=(--dump_trajectories true)
   step "train $exp -> $run_dir (W&B group $GROUP)"
   if [[ "$TINY" == 1 ]]; then
     args+=(--model_name_or_path "$model" --dataset_path "$SAT_DATA")
-    [[ -z "${MAX_STEPS:-}" ]] || args+=(--max_steps "$MAX_STEPS")
-    run "$PYTHON" "$(recipe_of "$exp")" --config "recipes/configs/tiny/$exp.yaml" "${args[@]}" "$@"
+    [[ -z "$MAX_STEPS" ]] || args+=(--max_steps "$MAX_STEPS")
+    run "$PYTHON" "$(recipe_of "$exp")" --config "$(config_of "$exp")" "${args[@]}" "$@"
   else
-    run bash launch/run_8gpu.sh "$(recipe_of "$exp")" "recipes/configs/paper/$exp.yaml" "${args[@]}" "$@"
+    run bash launch/run_8gpu.sh "$(recipe_of "$exp")" "$(config_of "$exp")" "${args[@]}" "$@"
   fi
+  trained+="$exp "
 done
 
-# 2. CV-Bench: each model with the prompt it was trained for, at its training image bounds (data parallel on GPUs).
-read -r -a eval_extra <<<"${EVAL_ARGS:-}"
+# 4. CV-Bench: each model with the prompt it was trained for, at its training image bounds (data parallel on GPUs).
 for exp in $EXPERIMENTS; do
   run_dir=$OUT/$exp
-  config=recipes/configs/$SIZE/$exp.yaml
-  if [[ "$FRESH" != 1 && -f "$run_dir/eval_cvbench/summary.json" ]]; then
+  if [[ "$trained" != *" $exp "* ]] && have "$run_dir/eval_cvbench/summary.json"; then
     step "CV-Bench $exp: done already"
     continue
   fi
   step "CV-Bench $exp (prompt $(eval_prompt_of "$exp")) -> $run_dir/eval_cvbench"
   args=(--model_name_or_path "$run_dir" --dataset "$CVBENCH" --prompt "$(eval_prompt_of "$exp")"
-    --output_dir "$run_dir/eval_cvbench" --max_new_tokens "$EVAL_MAX_NEW_TOKENS"
-    --min_pixels "$(config_value "$config" min_pixels)" --max_pixels "$(config_value "$config" max_pixels)")
+    --output_dir "$run_dir/eval_cvbench" --max_new_tokens "$EVAL_MAX_NEW_TOKENS")
+  # The paper's evaluation preset (recipes/configs/eval/paper.yaml, bf16) is the default; the tiny CPU models use theirs.
+  [[ "$TINY" != 1 ]] || args=(--config recipes/configs/eval/tiny.yaml "${args[@]}")
+  for bound in min_pixels max_pixels; do
+    value=$(config_value "$(config_of "$exp")" "$bound")
+    [[ -z "$value" ]] || args+=("--$bound" "$value")
+  done
   [[ -z "$EVAL_LIMIT" ]] || args+=(--limit "$EVAL_LIMIT")
-  [[ "$FRESH" != 1 ]] || run rm -rf "$run_dir/eval_cvbench" # the evaluation resumes into a folder it finds
   if [[ "$TINY" == 1 || "$NUM_GPUS" -lt 2 ]]; then
     run "$PYTHON" recipes/eval_cvbench.py "${args[@]}" "${eval_extra[@]+"${eval_extra[@]}"}"
   else
     run "$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes "$NUM_GPUS" \
-      --main_process_port "${MASTER_PORT:-29500}" recipes/eval_cvbench.py "${args[@]}" "${eval_extra[@]+"${eval_extra[@]}"}"
+      --main_process_port "${MASTER_PORT:-29500}" recipes/eval_cvbench.py "${args[@]}" \
+      "${eval_extra[@]+"${eval_extra[@]}"}"
   fi
 done
 
-# 3. The comparison report.
+# 5. The comparison report.
 step "comparison report"
 run_dirs=()
 for exp in $EXPERIMENTS; do run_dirs+=("$OUT/$exp"); done
-run "$PYTHON" -m recipes.compare "${run_dirs[@]}" --output "$OUT/report.html" --title "Ablations $GROUP ($SIZE)"
+run "$PYTHON" -m recipes.compare "${run_dirs[@]}" --output "$OUT/report.html" \
+  --title "Ablations: suite $SUITE ($SIZE), seed $SEED, W&B group $GROUP"
 
-printf '\nDone.\n  report:  %s\n  runs:    %s\n  W&B:     group %s, project %s%s\n' "$OUT/report.html" "$OUT/<experiment>" \
-  "$GROUP" "${WANDB_PROJECT:-see the configs}" "$([[ "${WANDB_MODE:-}" == offline ]] && echo " (offline: wandb sync $OUT/*/wandb/offline-run-*)")"
+[[ "$DRY_RUN" != 1 ]] || exit 0
+offline=
+[[ "${WANDB_MODE:-}" != offline ]] || offline=" (offline: wandb sync $OUT/*/wandb/offline-run-*)"
+printf '\nDone.\n  report:  %s\n  runs:    %s\n  W&B:     group %s, project %s%s\n' "$OUT/report.html" \
+  "$OUT/<experiment>" "$GROUP" "${WANDB_PROJECT:-see the configs}" "$offline"

@@ -6,7 +6,7 @@
     accelerate launch --multi_gpu --num_processes 8 recipes/eval_cvbench.py --model_name_or_path ... --output_dir ...
     python recipes/eval_cvbench.py --model_name_or_path M --backend vllm --batch_size 512 --output_dir D  # GPU
     python recipes/eval_cvbench.py --config recipes/configs/eval/tiny.yaml \\
-        --model_name_or_path outputs/quickstart/grpo_base --output_dir D  # offline, the quickstart's tiny model
+        --model_name_or_path outputs/quickstart/seed0/grpo_base --output_dir D  # offline, the quickstart's tiny model
 
 The paper's evaluation is the default config, ``recipes/configs/eval/paper.yaml`` (``paper_instruct.yaml`` for
 instruct models): the paper's prompt, greedy decoding, 1,024 new tokens, bf16, and the evaluated checkpoint's own

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The paper's ablations in miniature, offline on a CPU (see recipes/MINI_ABLATIONS.md): per seed, the mini R1-Zero
+# stage A (SFT on "Is the shape a triangle?") runs once; every arm then trains on "Is the shape red?" from that model,
+# on the same records and steps: grpo (the paper's settings), grpo_length (+ the naive length reward), sft (answer
+# targets), dr_grpo, dapo, gspo. Each is scored on held-out scenes and on unseen shades (out of distribution).
+# Usage: bash launch/mini_ablations.sh [SEED ...]        (default: 0 1 2)
+# Environment: OUT (outputs/mini_ablations), ARMS (all six), JOBS (2: stages run at once, one core each),
+#   STAGE_A_STEPS (600), STAGE_B_STEPS (60), HELDOUT_ROWS (200), OOD_ROWS (200), HELDOUT_EVERY_A (100),
+#   HELDOUT_EVERY_B (10), REPORT_TO (none; wandb: offline runs in W&B group GROUP, tagged arm:<arm> and seed:<n>),
+#   GROUP (mini_ablations), REDO (0; 1 redoes the stages made with other settings), FRESH (0; 1 deletes the given
+#   seeds' folders and the report, then starts over), PYTHON (python), OMP_NUM_THREADS (1).
+# Writes OUT/seed<N>/ (data, stage_a, one folder per arm, logs/, stamp.json), OUT/summary.json, OUT/report.html and
+# prints a table of mean ± s.d. per arm. Expected time: three seeds, all arms, about 25 min on 2 free CPU cores.
+# OUT/seed<N>/stamp.json records what made each stage (seed, config and its hash, steps): a rerun skips the stages
+# that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
+set -euo pipefail
+
+usage_line() { echo "Usage: bash launch/mini_ablations.sh [SEED ...]  (-h: help)"; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091  # launch/lib.sh is checked on its own
+. "$ROOT/launch/lib.sh"
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  exit 0
+fi
+
+seeds=()
+for seed in "$@"; do
+  SEED=$seed
+  require_int SEED 0 1
+  [[ " ${seeds[*]-} " != *" $SEED "* ]] || die "seed $SEED is given twice"
+  seeds+=("$SEED")
+done
+[[ ${#seeds[@]} -gt 0 ]] || seeds=(0 1 2)
+ARMS=${ARMS:-grpo grpo_length sft dr_grpo dapo gspo}
+JOBS=${JOBS:-2}
+STAGE_A_STEPS=${STAGE_A_STEPS:-600}
+STAGE_B_STEPS=${STAGE_B_STEPS:-60}
+HELDOUT_ROWS=${HELDOUT_ROWS:-200}
+OOD_ROWS=${OOD_ROWS:-200}
+HELDOUT_EVERY_A=${HELDOUT_EVERY_A:-100}
+HELDOUT_EVERY_B=${HELDOUT_EVERY_B:-10}
+REPORT_TO=${REPORT_TO:-none}
+GROUP=${GROUP:-mini_ablations}
+FRESH=${FRESH:-0}
+REDO=${REDO:-0}
+PYTHON=${PYTHON:-python}
+require_int JOBS 1 2
+require_int STAGE_A_STEPS 1 600
+require_int STAGE_B_STEPS 1 60
+require_int HELDOUT_ROWS 1 200
+require_int OOD_ROWS 1 200
+require_int HELDOUT_EVERY_A 1 100
+require_int HELDOUT_EVERY_B 1 10
+require_choice REPORT_TO none wandb
+require_choice FRESH 0 1
+require_choice REDO 0 1
+[[ "$GROUP" =~ ^[A-Za-z0-9._-]+$ ]] || die "GROUP='$GROUP' must be a W&B group name (letters, digits, . _ -)"
+read -r -a arms <<<"$ARMS"
+valid_arms="grpo grpo_length sft dr_grpo dapo gspo"
+[[ ${#arms[@]} -gt 0 ]] || die "ARMS is empty: name at least one of $valid_arms"
+for name in "${arms[@]}"; do
+  [[ " $valid_arms " == *" $name "* ]] || die "unknown arm '$name' in ARMS; valid arms: $valid_arms"
+done
+
+cd "$ROOT" # relative paths (OUT) are the repository's, as the default
+OUT=${OUT:-outputs/mini_ablations}
+[[ -n "$OUT" ]] || die "OUT is empty: unset it to get outputs/mini_ablations, or name a folder"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-mini}
+
+if [[ "$FRESH" == 1 ]]; then
+  printf '== FRESH=1: deleting seeds %s and the report in %s\n' "${seeds[*]}" "$OUT"
+  for seed in "${seeds[@]}"; do rm -rf "${OUT:?}/seed$seed"; done
+  rm -f "$OUT/summary.json" "$OUT/report.html" "$OUT/report.png"
+fi
+mkdir -p "$OUT"
+redo=()
+[[ "$REDO" == 0 ]] || redo=(--redo-changed)
+printf '== mini ablations in %s: seeds %s, arms %s; stage A %s steps, stage B %s steps, %s jobs at a time\n' \
+  "$OUT" "${seeds[*]}" "${arms[*]}" "$STAGE_A_STEPS" "$STAGE_B_STEPS" "$JOBS"
+printf '   (progress below; each stage logs to %s/seed<N>/logs/<stage>.log)\n' "$OUT"
+"$PYTHON" -m recipes.mini_ablations run --out "$OUT" --seeds "${seeds[@]}" --arms "${arms[@]}" --jobs "$JOBS" \
+  --stage-a-steps "$STAGE_A_STEPS" --stage-b-steps "$STAGE_B_STEPS" --heldout-rows "$HELDOUT_ROWS" \
+  --ood-rows "$OOD_ROWS" --heldout-every-a "$HELDOUT_EVERY_A" --heldout-every-b "$HELDOUT_EVERY_B" \
+  --report-to "$REPORT_TO" --group "$GROUP" \
+  --start-over "To redo them (and the stages made from them) with the new settings: REDO=1 bash \
+launch/mini_ablations.sh ${seeds[*]}; to start these seeds over: FRESH=1 (deletes $OUT/seed<N>); or use another \
+folder: OUT=<folder>." "${redo[@]+"${redo[@]}"}"
