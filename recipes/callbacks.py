@@ -1,7 +1,9 @@
-"""Reporting callbacks of the recipes: trajectory dumps, a W&B-safe completions table, a readable log history.
+"""Reporting callbacks of the recipes: trajectory dumps, prompt ids in TRL's completions, a readable log history.
 
-All are plain `transformers.TrainerCallback`s added by `recipes.common.attach_callbacks`; no trainer is subclassed
-and nothing is generated or scored twice: they reuse what `trl.GRPOTrainer` already computed.
+All go through public routes: `transformers.TrainerCallback` events and their documented arguments, the reward
+functions' keyword arguments (every dataset column, and TRL's ``log_extra``), and the files TRL's own completions
+logging writes. No trainer is subclassed and nothing is generated or scored twice. The one workaround left (W&B
+tables with image prompts) lives in `recipes.compat`.
 
 The per-step curves need no callback: TRL 1.16's GRPOTrainer logs, at every ``logging_steps`` (to
 ``trainer_state.json`` and, prefixed ``train/``, to W&B) ``rewards/<name>_reward/mean|std`` for every reward
@@ -10,57 +12,56 @@ The per-step curves need no callback: TRL 1.16's GRPOTrainer logs, at every ``lo
 ``completions/clipped_ratio`` (completions cut at ``max_completion_length``), ``kl`` (when ``beta`` > 0),
 ``entropy``, ``frac_reward_zero_std``, ``clip_ratio/*``, ``loss``, ``grad_norm`` and ``learning_rate``.
 
-`TrajectoryDumpCallback` (``dump_trajectories: true``, off by default; GRPO runs only)
-    After every optimizer step that sampled new completions, writes ``<output_dir>/trajectories/step-000001.jsonl``
-    (one file per step, named by the global step the completions were sampled for, written atomically by the
-    main process). One JSON object per completion, every process's completions included::
+`PromptIdLogger` (GRPO runs, wrapped around the first reward function when the trainer is built)
+    Logs each completion's record ``id`` with TRL's ``log_extra`` reward argument, so TRL's completions table
+    (printed, ``<output_dir>/completions/completions_*.parquet`` and the W&B table ``completions``) has a
+    ``prompt_id`` column. The rewards are the wrapped function's, unchanged, under its own name.
+
+`TrajectoryDumpCallback` (``dump_trajectories: true``, off by default; GRPO runs with ``log_completions: true``)
+    Writes ``<output_dir>/trajectories/step-000001.jsonl`` for every logged step: TRL's completions file of that
+    step (its latest generation batch, every process's completions included), one JSON object per completion,
+    written atomically by the main process::
 
         {"step": 1, "prompt_id": "array/SAT:train:42", "completion": "...",
          "rewards": {"accuracy_reward": 1.0, "format_reward": 1.0, "reflection_reward": 0.0},
          "reward": 2.0, "advantage": 0.93}
 
-    ``prompt_id`` is the record's ``id`` column, ``rewards`` each reward function's raw value (``null`` when the
-    function could not judge), ``reward`` their weighted sum (what the advantage is computed from) and
-    ``advantage`` the trainer's advantage. The G completions of one prompt share a ``prompt_id``. With
-    ``num_iterations > 1`` (or ``steps_per_generation`` above the accumulation steps) one sample serves several
-    optimizer steps and is written once, under the first of them.
+    ``rewards`` holds each reward function's raw value (``null`` when the function could not judge), ``reward``
+    their weighted sum (what the advantage is computed from) and ``advantage`` the trainer's own advantage. The G
+    completions of one prompt share a ``prompt_id``. One file per logging step (``logging_steps: 1`` gives every
+    step); with ``num_iterations > 1`` a batch that serves several steps is written once, under the first.
 
-`CompletionsTableCallback` (attached whenever a GRPO run sets ``log_completions: true``)
-    TRL's ``log_completions`` prints sample completions, writes ``<output_dir>/completions/completions_*.parquet``
-    and logs a W&B table ``completions`` with the prompt images (``log_multimodal``, on by default). With image
-    prompts TRL 1.16 + wandb 0.31 fail at the first logging step ("Data row contained incompatible types"): the
-    prompt column mixes ``{"type": "image"}`` and ``{"type": "text", "text": ...}`` parts, which W&B tables cannot
-    type. This callback rewrites the logged prompts to text (an ``<image>`` marker per image) just before TRL builds
-    the table, and adds a ``prompt_id`` column. W&B stores each logged table as a ``run_table`` artifact
-    (``run-<id>-completions``) holding the table and its images (``media/images/*.png``, one per distinct image);
-    offline (``WANDB_MODE=offline``) the run's ``.wandb`` file records it and the files wait in W&B's staging folder
-    (``$WANDB_DATA_DIR``, default ``~/.local/share/wandb``) until ``wandb sync`` uploads them. At the paper's scale
-    (logging_steps 1, 8 prompts a step) that is about 8 images a step: set ``log_multimodal: false`` to keep text only.
+W&B's completions table (``log_completions: true``): TRL logs it, with the prompt images (``log_multimodal``, on by
+default), as a ``run_table`` artifact (``run-<id>-completions``) holding the table and its images
+(``media/images/*.png``); offline (``WANDB_MODE=offline``) the files wait in the run folder and W&B's staging folder
+(``$WANDB_DATA_DIR``, default ``~/.local/share/wandb``) until ``wandb sync`` uploads them. At the paper's scale
+(logging_steps 1, 8 prompts a step) that is about 8 images a step: set ``log_multimodal: false`` to keep text only.
 
 `LogHistoryCallback` (always attached)
     Keeps ``<output_dir>/trainer_state.json`` current at every log and at the end of training, so
     ``python -m recipes.compare`` can read a finished, running or crashed run without a checkpoint.
-
-Both GRPO callbacks read the trainer's buffer of the latest sampled completions, a private attribute of TRL 1.16
-(``GRPOTrainer._logs``); `latest_rollouts` is the only place that touches it and fails with a clear message if a
-TRL upgrade changes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
 from transformers import TrainerCallback
 
+from data_prep.files import write_atomic
 from recipes.args import RecipeArguments
+from recipes.compat import compat_callbacks
+from recipes.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -68,91 +69,64 @@ PROMPT_ID_COLUMN = "prompt_id"
 TRAJECTORY_DIR = "trajectories"
 TRAJECTORY_FILE = "step-{step:06d}.jsonl"
 TRAINER_STATE = "trainer_state.json"
+# Where TRL 1.16's log_completions writes each logged step's table (GRPOTrainer.log).
+COMPLETIONS_FILE = Path("completions") / "completions_{step:05d}.parquet"
 IMAGE_MARKER = "<image>"
 
 
-class TrlCompatibilityError(RuntimeError):
-    """The installed TRL no longer exposes what these callbacks read (they were written against TRL 1.16)."""
+# --- prompt ids: passed by the trainer to the reward functions, logged with TRL's `log_extra` ------------------------
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# --- the one place that reads GRPOTrainer's private rollout buffer -------------------------------------------------
-
-
-def latest_rollouts(trainer) -> dict[str, Any]:
-    """The completions of the trainer's latest generation batch (all processes), as TRL 1.16 buffers them.
-
-    Returns a dict with ``prompt``, ``completion``, ``advantages``, ``images`` (deques, one item per completion),
-    ``rewards`` and ``extra`` (dicts of deques, one per reward function / extra column). The objects are the
-    trainer's own: callers must not mutate them, except `CompletionsTableCallback` which rewrites prompts in place.
-    """
-    logs = getattr(trainer, "_logs", None)
-    needed = ("prompt", "completion", "rewards", "advantages", "extra", "images")
-    if not isinstance(logs, dict) or any(key not in logs for key in needed):
-        raise TrlCompatibilityError(
-            f"{type(trainer).__name__} has no completion buffer `_logs` with keys {', '.join(needed)}: "
-            "recipes/callbacks.py was written against TRL 1.16's GRPOTrainer. Install it (pip install 'trl==1.16.*') "
-            "or turn off dump_trajectories / log_completions."
-        )
-    return logs
-
-
-# --- prompt ids: passed by the trainer to the reward functions, logged with TRL's `log_extra` hook -------------------
-
-
-class _PromptIdLogger:
+class PromptIdLogger:
     """Wraps one reward function: logs each completion's record ``id`` with TRL's ``log_extra``, then delegates.
 
-    The trainer passes every dataset column to reward functions, ``id`` included, and a ``log_extra`` callable
-    whose columns land next to the completions in its buffer (so in the W&B table too). The reward values are the
-    wrapped function's, unchanged; TRL names its log keys at construction, so they do not change either.
+    GRPOTrainer passes every dataset column to reward functions, ``id`` included, and a ``log_extra`` callable whose
+    columns land beside the completions in TRL's completions table. Picklable; ``__name__`` is the wrapped
+    function's, so TRL's log keys do not change.
+
+    Example:
+        >>> def one(completions, **kwargs):
+        ...     return [1.0] * len(completions)
+        >>> logged = {}
+        >>> wrapped = PromptIdLogger(one)
+        >>> def log_extra(column, values):
+        ...     logged[column] = values
+        >>> wrapped(completions=["a", "b"], id=["x", "x"], log_extra=log_extra)
+        [1.0, 1.0]
+        >>> wrapped.__name__, logged
+        ('one', {'prompt_id': ['x', 'x']})
     """
 
-    def __init__(self, reward_func: Callable, trainer) -> None:
+    def __init__(self, reward_func: Callable) -> None:
         self.reward_func = reward_func
         self.__name__ = getattr(reward_func, "__name__", type(reward_func).__name__)
-        self._trainer = trainer
-        self.train_calls = 0  # generation batches scored in training (evaluation batches are not counted)
 
     def __call__(self, *args, **kwargs):
         log_extra = kwargs.get("log_extra")
         if log_extra is not None:
             ids = kwargs.get("id")
             log_extra(PROMPT_ID_COLUMN, list(ids) if ids is not None else [None] * len(kwargs["completions"]))
-        if self._trainer.model.training:
-            self.train_calls += 1
         return self.reward_func(*args, **kwargs)
 
 
-def install_prompt_ids(trainer) -> _PromptIdLogger:
-    """Make the trainer log prompt ids with its completions (idempotent); returns the wrapper, which counts batches."""
-    import torch.nn as nn
-    from trl.trainer.utils import is_async_callable
+def log_prompt_ids(reward_funcs: Sequence) -> list:
+    """The reward functions to build a GRPOTrainer with, the first plain one wrapped in a `PromptIdLogger`.
 
-    funcs = trainer.reward_funcs
-    for func in funcs:
-        if isinstance(func, _PromptIdLogger):
-            return func
+    Reward models (``torch.nn.Module`` or a model id) and async functions are left alone: TRL gives them no
+    ``log_extra``. With none of the plain kind the list is returned unchanged (no ``prompt_id`` column then).
+    """
+    funcs = list(reward_funcs)
     for i, func in enumerate(funcs):
-        if callable(func) and not isinstance(func, nn.Module) and not is_async_callable(func):
-            funcs[i] = _PromptIdLogger(func, trainer)
-            return funcs[i]
-    raise ValueError(
-        "trajectory dumps and prompt ids need at least one plain (synchronous, non-model) reward function; "
-        f"this run has: {', '.join(trainer.reward_func_names)}"
-    )
+        if isinstance(func, PromptIdLogger):
+            return funcs
+        is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+        if callable(func) and not isinstance(func, torch.nn.Module) and not is_async:
+            funcs[i] = PromptIdLogger(func)
+            return funcs
+    return funcs
+
+
+# --- trajectories: TRL's completions files, as JSON lines ------------------------------------------------------------
 
 
 def _text(message: Any) -> str:
@@ -163,7 +137,7 @@ def _text(message: Any) -> str:
         return _content_text(message.get("content"))
     if isinstance(message, (list, tuple)):
         return "".join(_text(turn) for turn in message)
-    return str(message)
+    return "" if message is None else str(message)
 
 
 def _content_text(content: Any) -> str:
@@ -183,85 +157,101 @@ def _content_text(content: Any) -> str:
 
 
 def _number(value: Any) -> float | None:
+    if value is None:
+        return None
     value = float(value)
     return None if math.isnan(value) else value
 
 
-# --- callbacks ---------------------------------------------------------------------------------------------------
+def trajectory_rows(table: list[dict[str, Any]], names: Sequence[str], weights: Sequence[float]) -> list[dict]:
+    """One trajectory row per row of TRL's completions table (see the module docstring for the fields).
 
-
-class TrajectoryDumpCallback(TrainerCallback):
-    """Writes ``<output_dir>/trajectories/step-NNNNNN.jsonl`` per step: prompt id, completion, rewards, advantage."""
-
-    def __init__(self, trainer) -> None:
-        if not hasattr(trainer, "reward_funcs"):
-            raise ValueError(
-                f"dump_trajectories needs a GRPO run ({type(trainer).__name__} samples no completions); "
-                "remove dump_trajectories from this config"
-            )
-        latest_rollouts(trainer)  # fail at start-up, not after the first step, if TRL changed
-        self.trainer = trainer
-        self.prompt_ids = install_prompt_ids(trainer)
-        self.directory = Path(trainer.args.output_dir) / TRAJECTORY_DIR
-        self._dumped_calls = 0
-
-    def on_step_end(self, args, state, control, **kwargs):
-        fresh = self.prompt_ids.train_calls != self._dumped_calls
-        self._dumped_calls = self.prompt_ids.train_calls
-        if fresh and state.is_world_process_zero:
-            rows = trajectory_rows(self.trainer, state.global_step)
-            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            atomic_write_text(self.directory / TRAJECTORY_FILE.format(step=state.global_step), text)
-
-
-def trajectory_rows(trainer, step: int) -> list[dict[str, Any]]:
-    """One dict per completion of the latest generation batch (see the module docstring for the fields)."""
-    logs = latest_rollouts(trainer)
-    completions = list(logs["completion"])
-    n = len(completions)
-    # Every buffer is extended once per generation batch, so the latest batch is the last n items of each.
-    ids = list(logs["extra"].get(PROMPT_ID_COLUMN, []))[-n:] or [None] * n
-    names = list(trainer.reward_func_names)
-    rewards = {name: list(logs["rewards"][name])[-n:] for name in names}
-    weights = [float(w) for w in trainer.reward_weights.tolist()]
-    advantages = list(logs["advantages"])[-n:]
+    Example:
+        >>> table = [{"step": 3, "prompt": "q", "completion": [{"role": "assistant", "content": "<answer>A</answer>"}],
+        ...           "accuracy_reward": 1.0, "format_reward": float("nan"), "prompt_id": "sat:1", "advantage": 0.5}]
+        >>> trajectory_rows(table, ["accuracy_reward", "format_reward"], [1.0, 1.0])
+        [{'step': 3, 'prompt_id': 'sat:1', 'completion': '<answer>A</answer>', 'rewards': {'accuracy_reward': 1.0, \
+'format_reward': None}, 'reward': 1.0, 'advantage': 0.5}]
+    """
     rows = []
-    for i, completion in enumerate(completions):
-        values = {name: _number(rewards[name][i]) for name in names}
+    for entry in table:
+        values = {name: _number(entry.get(name)) for name in names}
         judged = [(w, v) for w, v in zip(weights, values.values(), strict=True) if v is not None]
         rows.append(
             {
-                "step": step,
-                "prompt_id": ids[i],
-                "completion": _text(completion),
+                "step": int(entry["step"]),
+                "prompt_id": entry.get(PROMPT_ID_COLUMN),
+                "completion": _text(entry.get("completion")),
                 "rewards": values,
                 "reward": sum(w * v for w, v in judged) if judged else None,
-                "advantage": _number(advantages[i]),
+                "advantage": _number(entry.get("advantage")),
             }
         )
     return rows
 
 
-class CompletionsTableCallback(TrainerCallback):
-    """Lets TRL's ``log_completions`` W&B table hold image prompts (text prompts + images + prompt ids)."""
+class TrajectoryDumpCallback(TrainerCallback):
+    """Writes ``<output_dir>/trajectories/step-NNNNNN.jsonl`` per logged step from TRL's completions files.
+
+    TRL writes a step's completions file while logging it, after the callbacks' ``on_log``; each step logged in
+    this session is converted at the next event that finds its file (the next log, step, save or the end of
+    training), so a file left by an earlier, killed session is never taken for this session's.
+    """
 
     def __init__(self, trainer) -> None:
-        latest_rollouts(trainer)
-        self.trainer = trainer
-        install_prompt_ids(trainer)
+        if not hasattr(trainer, "reward_funcs"):
+            raise RecipeError(
+                f"dump_trajectories needs a GRPO run ({type(trainer).__name__} samples no completions); "
+                "remove dump_trajectories from this config"
+            )
+        if not getattr(trainer.args, "log_completions", False):
+            raise RecipeError(
+                "dump_trajectories writes the completions TRL logs: set log_completions: true (add "
+                "log_multimodal: false to keep images out of W&B), or remove dump_trajectories"
+            )
+        self.names = list(trainer.reward_func_names)
+        self.weights = [float(w) for w in trainer.reward_weights.tolist()]
+        self.output_dir = Path(trainer.args.output_dir)
+        self.pending: set[int] = set()
+        self.done: set[int] = set()
+        self.last_rows: list[dict] | None = None
+
+    def _flush(self, state, final: bool = False) -> None:
+        if not state.is_world_process_zero:
+            return
+        for step in sorted(self.pending):
+            path = self.output_dir / str(COMPLETIONS_FILE).format(step=step)
+            if path.is_file():
+                self._dump(step, pq.read_table(path).to_pylist())
+                self.pending.discard(step)
+                self.done.add(step)
+            elif final:
+                logger.warning("no trajectories for step %d: TRL wrote no %s", step, path)
+
+    def _dump(self, step: int, table: list[dict]) -> None:
+        rows = trajectory_rows(table, self.names, self.weights)
+        unstamped = [{k: v for k, v in row.items() if k != "step"} for row in rows]
+        if not rows or unstamped == self.last_rows:  # the same generation batch, already written
+            return
+        self.last_rows = unstamped
+        for row in rows:
+            row["step"] = step
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_atomic(self.output_dir / TRAJECTORY_DIR / TRAJECTORY_FILE.format(step=step), text)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        # GRPOTrainer.log calls the callbacks' on_log first, then builds its table from the buffer.
-        if state.is_world_process_zero:
-            prompts = latest_rollouts(self.trainer)["prompt"]
-            for i, prompt in enumerate(prompts):
-                if isinstance(prompt, list):
-                    prompts[i] = [
-                        {"role": turn.get("role", ""), "content": _content_text(turn.get("content"))}
-                        if isinstance(turn, dict)
-                        else turn
-                        for turn in prompt
-                    ]
+        self._flush(state)
+        if state.global_step not in self.done:
+            self.pending.add(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._flush(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._flush(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._flush(state, final=True)
 
 
 class LogHistoryCallback(TrainerCallback):
@@ -270,7 +260,7 @@ class LogHistoryCallback(TrainerCallback):
     def _write(self, args, state) -> None:
         if state.is_world_process_zero:
             text = json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n"
-            atomic_write_text(Path(args.output_dir) / TRAINER_STATE, text)
+            write_atomic(Path(args.output_dir) / TRAINER_STATE, text)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self._write(args, state)
@@ -280,10 +270,8 @@ class LogHistoryCallback(TrainerCallback):
 
 
 def reporting_callbacks(trainer, script_args) -> list[TrainerCallback]:
-    """The callbacks a recipe run gets: log history always, the GRPO ones when its config asks for them."""
-    callbacks: list[TrainerCallback] = [LogHistoryCallback()]
-    if getattr(trainer.args, "log_completions", False) and hasattr(trainer, "reward_funcs"):
-        callbacks.append(CompletionsTableCallback(trainer))
+    """The callbacks a recipe run gets: log history always, trajectories when asked, upstream workarounds if needed."""
+    callbacks: list[TrainerCallback] = [LogHistoryCallback(), *compat_callbacks(trainer)]
     if script_args.dump_trajectories:
         callbacks.append(TrajectoryDumpCallback(trainer))
     return callbacks
@@ -309,7 +297,8 @@ def setup_reporting(script_args: RecipeArguments, training_args, model_args=None
     if training_args.run_name is None:
         training_args.run_name = "-".join(str(v) for v in (experiment, model, f"seed{training_args.seed}") if v)
     os.environ.setdefault("WANDB_DIR", str(Path(training_args.output_dir).resolve()))
-    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
+    if "wandb" in (training_args.report_to or []) and not script_args.dry_run:  # a dry run writes nothing
+        Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
 
 
 class ZeroPartitionLogger(TrainerCallback):

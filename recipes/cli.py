@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +40,7 @@ def run_cli(main, parser, argv: list[str] | None, default_config: str | None) ->
             parsed = derive_accumulation(parser, args, parsed)
         except ValueError as err:
             raise RecipeError(config_error_message(err)) from None
+        validate_parsed(*parsed)
         main(*parsed)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -52,3 +57,107 @@ def config_error_message(err: ValueError) -> str:
             f"To train on SAT on a GPU machine, convert it first: {PREP_COMMAND.format(path='data/sat_paper')}"
         )
     return message
+
+
+# --- checks TrlParser leaves out ------------------------------------------------------------------------------------
+# A YAML value reaches the dataclasses as YAML typed it (argparse converts command-line strings, not YAML numbers), and
+# TRL 1.16 checks some string options only when first used, after the model has loaded: both are checked here.
+
+# TRL 1.16's accepted values of GRPOConfig options it validates late (GRPOTrainer raises "Unknown loss type" at the
+# first loss computation); a field's own `metadata["choices"]` is checked too.
+GRPO_CHOICES = {
+    "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+    "scale_rewards": ("group", "batch", "none"),
+    "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
+    "importance_sampling_level": ("token", "sequence"),
+}
+AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length")
+NO_CHECKPOINT = (None, False, "", "false", "False", True, "true", "True", "last")
+_SCALARS = (bool, int, float)
+
+
+def _scalar_kinds(annotation: Any) -> tuple[type, ...] | None:
+    """The scalar types a field annotation allows (``int``, ``float | None``, ...); None when it is not that simple."""
+    if annotation in _SCALARS:
+        return (annotation,)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = tuple(a for a in typing.get_args(annotation) if a is not type(None))
+        if kinds and all(k in _SCALARS for k in kinds):
+            return kinds
+    return None
+
+
+def _fits(value: Any, kinds: tuple[type, ...]) -> bool:
+    if value is None or isinstance(value, str):  # None: unset; strings were converted (or refused) by argparse
+        return True
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int):
+        return int in kinds or float in kinds
+    if isinstance(value, float):
+        return float in kinds
+    return False
+
+
+def type_problems(options: Any) -> list[str]:
+    """One message per field of the dataclass ``options`` whose value does not have the declared type."""
+    try:
+        hints = typing.get_type_hints(type(options))
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is simply not checked
+        hints = {}
+    problems = []
+    for field in dataclasses.fields(options):
+        kinds = _scalar_kinds(hints.get(field.name, field.type))
+        value = getattr(options, field.name, None)
+        if kinds and not _fits(value, kinds):
+            names = {int: "a whole number", float: "a number", bool: "true or false"}
+            expected = " or ".join(names[k] for k in kinds)
+            problems.append(f"{field.name}: {value!r} is not {expected}")
+        choices = field.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            problems.append(f"{field.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return problems
+
+
+def option_problems(training_args: Any) -> list[str]:
+    """Values the training arguments accept while parsing but that fail later (or make nothing happen)."""
+    problems = []
+    if hasattr(training_args, "num_generations"):  # GRPOConfig
+        for name, choices in GRPO_CHOICES.items():
+            value = getattr(training_args, name, None)
+            if value is not None and value not in choices:
+                problems.append(f"{name}: {value!r} is not one of {', '.join(choices)} (TRL 1.16)")
+    for name in AT_LEAST_ONE:
+        value = getattr(training_args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            problems.append(f"{name}: {value} must be at least 1")
+    resume = getattr(training_args, "resume_from_checkpoint", None)
+    if resume not in NO_CHECKPOINT and not Path(str(resume)).expanduser().is_dir():
+        problems.append(
+            f"resume_from_checkpoint: {resume!r} is not a folder; give a checkpoint folder "
+            "(<output_dir>/checkpoint-<step>) or 'last' (the newest complete checkpoint in output_dir)"
+        )
+    return problems
+
+
+def recipe_problems(script_args: Any, training_args: Any) -> list[str]:
+    """Recipe options that cannot work with these training arguments."""
+    problems = []
+    if getattr(script_args, "dump_trajectories", False):
+        if not hasattr(training_args, "num_generations"):
+            problems.append("dump_trajectories needs a GRPO run (an SFT run samples no completions): remove it")
+        elif not training_args.log_completions:
+            problems.append(
+                "dump_trajectories writes the completions TRL logs: set log_completions: true (log_multimodal: "
+                "false keeps images out of W&B), or remove dump_trajectories"
+            )
+    return problems
+
+
+def validate_parsed(*options: Any) -> None:
+    """Refuse, before anything loads, values TrlParser let through: wrong types from YAML, unknown option values."""
+    problems = [p for opts in options if dataclasses.is_dataclass(opts) for p in type_problems(opts)]
+    if len(options) > 1:
+        problems += option_problems(options[1]) + recipe_problems(options[0], options[1])
+    if problems:
+        raise RecipeError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -18,6 +18,7 @@ from recipes.data import completion_end, load_records, to_prompts
 from recipes.heldout import HeldoutAccuracyCallback
 from recipes.models import check_model_available, load_processor
 from recipes.prompts import get_template
+from recipes.runs import check_enough_data
 from recipes.sft_loss import SFT_LOSSES
 
 
@@ -42,6 +43,8 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
     processor = load_processor(model_args, script_args, template)
     end = completion_end(processor) if with_completion else ""
     dataset = to_prompts(records, template, with_completion, script_args.completion_template, end)
+    if not script_args.dry_run:
+        check_enough_data(len(dataset), training_args)  # before anything (W&B's folder) is written
     setup_reporting(script_args, training_args, model_args)
     return template, processor, dataset
 

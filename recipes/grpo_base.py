@@ -22,7 +22,7 @@ from recipes.cli import RecipeError, run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import check_enough_data, check_run, train_and_save, write_resolved_config
+from recipes.runs import check_run, train_and_save, write_resolved_config
 from rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,11 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
         )
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    check_enough_data(len(dataset), training_args)
-    write_resolved_config(script_args, training_args, model_args, checkpoint)
 
     # Model: loaded here (not by the trainer) so the freeze options apply before the optimizer sees the parameters.
     model = load_model(model_args, script_args, training_args)
     check_master_weights(model, training_args)
+    write_resolved_config(script_args, training_args, model_args, checkpoint)  # logged too; compared on resume
 
     # Trainer
     trainer = GRPOTrainer(

@@ -28,8 +28,8 @@ from transformers import Trainer, TrainerCallback
 from trl.models import unwrap_model_for_generation
 
 from recipes.args import RecipeArguments
-from recipes.cli import RecipeError
 from recipes.data import to_prompts
+from recipes.errors import RecipeError
 from recipes.prompts import get_template, render
 from rewards import get_reward_funcs
 from rewards.format import format_ok
@@ -87,23 +87,34 @@ class HeldoutAccuracyCallback(TrainerCallback):
         )
         self.batch_size = args.per_device_eval_batch_size
         self.last_step: int | None = None
+        self.pending: dict[str, float] | None = None
 
     # Trainer events -------------------------------------------------------------------------------------------
+    # A measurement is logged through the trainer's public `log`, at a moment when no training metrics are pending:
+    # TRL's trainers fold their running metrics into whatever is logged next, which would move them off their step.
+    # The measured step is made a logging step (`control.should_log`, the callbacks' documented lever), so its own
+    # training log flushes them; the measurement is logged right after, when the next step begins (or at the end).
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._measure(state.global_step)
+        self._log(self._measure(state.global_step))
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
-            self._measure(state.global_step)
+            self.pending = self._measure(state.global_step)
+            control.should_log = True
+        return control
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._log_pending()
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._log_pending()
         if self.last_step != state.global_step:  # training stopped early, between two measurements
-            self._measure(state.global_step)
+            self._log(self._measure(state.global_step))
 
     # Measurement ----------------------------------------------------------------------------------------------
 
-    def _measure(self, step: int) -> None:
+    def _measure(self, step: int) -> dict[str, float]:
         start = time.perf_counter()
         correct, well_formed, count = self.evaluate()
         metrics = {
@@ -111,14 +122,17 @@ class HeldoutAccuracyCallback(TrainerCallback):
             "heldout/format": well_formed / max(count, 1),
             "heldout/seconds": round(time.perf_counter() - start, 3),
         }
-        # The base class's log: TRL's trainers override `log` to flush their running training metrics into the
-        # entry being logged, which would move them off their own logging step. Logging also clears
-        # `control.should_log`, which would cancel the step's own training log (due right after on_step_end).
-        should_log = self.trainer.control.should_log
-        Trainer.log(self.trainer, metrics)
-        self.trainer.control.should_log = should_log
         self.last_step = step
         logger.info("step %d: held-out accuracy %.3f (%d records)", step, metrics["heldout/accuracy"], count)
+        return metrics
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.trainer.log(metrics)
+
+    def _log_pending(self) -> None:
+        if self.pending is not None:
+            metrics, self.pending = self.pending, None
+            self._log(metrics)
 
     def evaluate(self) -> tuple[int, int, int]:
         """(correct, well-formed, scored) over the held-out records, summed over all processes."""

@@ -1,38 +1,450 @@
-"""A run's life cycle: which checkpoint to resume from, training, saving the final model."""
+"""A run's life cycle: what its output folder may hold, which checkpoint it resumes, its resolved configuration.
+
+Called from each recipe's `main`, in this order, so that nothing is loaded or written before every check passed:
+
+1. `check_run` (before anything loads): the model folder is a model; the output folder holds no earlier run unless
+   the run resumes it (``--resume_from_checkpoint``) or replaces it (``--overwrite_output_dir true``, which deletes
+   the earlier run's model, checkpoints and evaluation first); the checkpoint to resume is complete.
+2. `check_enough_data` (before the model loads): the data gives at least one optimizer step.
+3. `write_resolved_config` (before training): ``<output_dir>/resolved_config.yaml`` and the log get every setting
+   of the run; a resumed run is warned about each setting that differs from the checkpoint's run.
+4. `train_and_save`: training (resumed from the checkpoint `check_run` chose), then the final model.
+
+A checkpoint is complete when its trainer state parses, its weights' safetensors headers open (every shard of a
+sharded save), and its optimizer and scheduler states are readable archives (or DeepSpeed's own state folder is);
+``last`` means the newest complete one. Loading is only checked this cheaply: a multi-GB optimizer state is not
+read twice.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import platform
+import re
+import shutil
+import zipfile
+from dataclasses import asdict, is_dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
+import yaml
+from safetensors import safe_open
+from transformers import TrainerCallback
 
-from recipes.cli import RecipeError
+from data_prep.files import write_atomic
 from recipes.compat import load_checkpoint_weights
+from recipes.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
+RESOLVED_CONFIG = "resolved_config.yaml"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+# What a recipe run writes into its output folder; `--overwrite_output_dir` deletes exactly these (never other files).
+RUN_FILES = (
+    "checkpoint-*",
+    "eval_cvbench",
+    "trajectories",
+    "completions",
+    TRAINER_STATE,
+    RESOLVED_CONFIG,
+    "training_args.bin",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+)
+# Settings that may differ between a checkpoint's run and its resumption without changing what is trained.
+RESUME_NEUTRAL = {"resume_from_checkpoint", "overwrite_output_dir", "dry_run", "dry_run_samples"}
+VERSIONED = ("torch", "transformers", "trl", "accelerate", "deepspeed", "datasets", "peft", "wandb", "safetensors")
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why a ``torch.save`` file cannot be loaded (it is a zip archive; a torn one has no central directory)."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (OSError, zipfile.BadZipFile) as err:
+        return f"{path.name} is unreadable ({err})"
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+        return f"{path.name} is unreadable ({err})"
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Why ``folder`` holds no loadable model weights (None when it does): a single file, or every shard."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            return f"{index.name} is unreadable ({err})"
+        return next((p for p in (_safetensors_problem(folder / s) for s in shards) if p), None)
+    for name in ("model.safetensors", "adapter_model.safetensors"):
+        if (folder / name).is_file():
+            return _safetensors_problem(folder / name)
+    if (folder / "pytorch_model.bin").is_file():
+        return _archive_problem(folder / "pytorch_model.bin")
+    return "no model weights (model.safetensors)"
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from (None when it is complete)."""
+    path = Path(path)
+    if not path.is_dir():
+        return "not a folder"
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+        int(state["global_step"])
+    except FileNotFoundError:
+        return f"{TRAINER_STATE} is missing (the save was interrupted)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{TRAINER_STATE} is unreadable ({type(err).__name__}: {err})"
+    tag_file = path / "latest"
+    if tag_file.is_file():  # DeepSpeed keeps weights, optimizer and scheduler in its own state folder
+        tag = path / tag_file.read_text().strip()
+        states = sorted(tag.glob("*model_states.pt")) + sorted(tag.glob("*optim_states.pt"))
+        if not any(p.name.endswith("optim_states.pt") for p in states):
+            return f"DeepSpeed state {tag.name}/ holds no optimizer state"
+        return next((f"{tag.name}/{p}" for p in map(_archive_problem, states) if p), None)
+    problem = weights_problem(path)
+    if problem:
+        return problem
+    optimizer = path / "optimizer.pt"
+    if not optimizer.is_file() and (path / "optimizer.bin").is_file():
+        optimizer = path / "optimizer.bin"
+    return _archive_problem(optimizer) or _archive_problem(path / "scheduler.pt")
+
+
+def checkpoints(folder: str | Path) -> list[Path]:
+    """The ``checkpoint-<step>`` folders in ``folder``, newest (highest step) first."""
+    folder = Path(folder)
+    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT.match(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)), reverse=True)
+
+
+def newest_complete_checkpoint(folder: str | Path, quiet: bool = False) -> Path | None:
+    """The newest complete checkpoint in ``folder``; each newer incomplete one is logged with what is wrong."""
+    for path in checkpoints(folder):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if not quiet:
+            logger.warning("skipping incomplete checkpoint %s: %s", path, problem)
+    return None
+
 
 def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
-    """``resume_from_checkpoint``: a path, or "last"/"true" for the newest checkpoint in ``output_dir``."""
+    """``resume_from_checkpoint``: a checkpoint path, or "last"/"true" for the newest complete one in ``output_dir``.
+
+    An explicitly named checkpoint that is incomplete is refused, with the newest complete one in its folder.
+    """
     if resume in (None, False, "", "false", "False"):
         return None
-    if str(resume).lower() in ("last", "true") or resume is True:
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            logger.info("resume_from_checkpoint=%s but %s holds no checkpoint: starting fresh", resume, output_dir)
-        return last
-    if not Path(resume).is_dir():
-        raise RecipeError(f"resume_from_checkpoint={resume!r} is not a folder; give a checkpoint path or 'last'")
-    return str(resume)
+    if resume is True or str(resume).lower() in ("last", "true"):
+        last = newest_complete_checkpoint(output_dir)
+        return None if last is None else str(last)
+    path = Path(resume)
+    problem = checkpoint_problem(path)
+    if problem:
+        if path.parent.is_dir() and checkpoints(path.parent):
+            newest = newest_complete_checkpoint(path.parent, quiet=True)
+            alternative = f"the newest complete one there is {newest}" if newest else "none there is complete"
+        else:
+            alternative = f"give a checkpoint-<step> folder or 'last' (the newest complete one in {output_dir})"
+        raise RecipeError(f"cannot resume from {path}: {problem}; {alternative}")
+    return str(path)
 
 
-def train_and_save(trainer, training_args) -> None:
-    """Train (resuming when asked), then save the final model and processor to ``output_dir``."""
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+# --- the output folder -----------------------------------------------------------------------------------------------
+
+
+def earlier_run(output_dir: str | Path) -> list[str]:
+    """What in ``output_dir`` shows an earlier run: its final model, log history, checkpoints (empty: none)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [name for name in (*WEIGHT_FILES, "config.json", TRAINER_STATE) if (folder / name).is_file()]
+    saved = checkpoints(folder)
+    if saved:
+        found.append(f"{len(saved)} checkpoint(s), newest {saved[0].name}")
+    return found
+
+
+def clear_earlier_run(output_dir: str | Path) -> list[Path]:
+    """Delete what an earlier recipe run wrote into ``output_dir`` (`RUN_FILES`); other files stay. Returns them."""
+    folder = Path(output_dir)
+    removed = sorted({p for pattern in RUN_FILES for p in folder.glob(pattern)})
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+def check_output_dir(script_args, training_args) -> str | None:
+    """Refuse to write over an earlier run unless resuming or told to overwrite; return the checkpoint to resume.
+
+    Nothing is written when it refuses. With ``--overwrite_output_dir true`` the earlier run's files are deleted
+    (by the main process) so that no stale checkpoint, log or evaluation stays beside the new model.
+    """
+    output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    resuming = resume not in (None, False, "", "false", "False")
+    if resuming and script_args.overwrite_output_dir:
+        raise RecipeError(
+            "resume_from_checkpoint and overwrite_output_dir are both set: resume the run in "
+            f"{output_dir} (drop --overwrite_output_dir) or replace it (drop --resume_from_checkpoint)"
+        )
+    found = earlier_run(output_dir)
+    if resuming:
+        checkpoint = resolve_checkpoint(resume, output_dir)
+        finished = [name for name in (*WEIGHT_FILES, "config.json") if name in found]
+        if checkpoint is None and finished:
+            raise RecipeError(
+                f"resume_from_checkpoint={resume}: {output_dir} holds no complete checkpoint to resume but a "
+                f"finished model ({', '.join(finished)}). Nothing was changed. To train again from scratch in this "
+                "folder, replacing that model: --overwrite_output_dir true; or choose another --output_dir."
+            )
+        if checkpoint is None:
+            logger.warning("%s has no complete checkpoint to resume: starting fresh", output_dir)
+        else:
+            logger.info("resuming from %s", checkpoint)
+        return checkpoint
+    if not found:
+        return None
+    if not script_args.overwrite_output_dir:
+        raise RecipeError(
+            f"output_dir {output_dir} already holds a run ({'; '.join(found)}). Nothing was changed. To continue "
+            "it: --resume_from_checkpoint last; to replace it (its model, checkpoints and eval_cvbench/ are "
+            "deleted): --overwrite_output_dir true; or choose another --output_dir."
+        )
+    if training_args.process_index == 0:
+        removed = clear_earlier_run(output_dir)
+        logger.warning("overwrite_output_dir: deleted the earlier run in %s (%d entries)", output_dir, len(removed))
+    return None
+
+
+def check_model_folder(name_or_path: str) -> None:
+    """Fail early, naming what was expected, when a local ``model_name_or_path`` is not a saved model.
+
+    Hub ids (no local path of that name) are left to the loader.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise RecipeError(f"model_name_or_path {path} is a file; give a model folder written by save_pretrained")
+    if not (path / "config.json").is_file():
+        saved = checkpoints(path)
+        if saved:
+            newest = newest_complete_checkpoint(path, quiet=True)
+            raise RecipeError(
+                f"model_name_or_path {path} is a run folder holding only checkpoints, no final model (config.json "
+                f"and model.safetensors). Point it at a checkpoint{f', e.g. {newest}' if newest else ''}, or finish "
+                f"the run (--resume_from_checkpoint last --output_dir {path})."
+            )
+        raise RecipeError(
+            f"model_name_or_path {path} is not a model folder: expected config.json and model weights "
+            "(model.safetensors), as written by save_pretrained, a recipe run or python -m data_prep.tiny_model"
+        )
+    problem = weights_problem(path)
+    if problem:
+        raise RecipeError(f"model_name_or_path {path} holds config.json but {problem}")
+
+
+def check_run(script_args, training_args, model_args) -> str | None:
+    """Every check that needs no data and no model: model folder, output folder, checkpoint. Returns the latter.
+
+    A dry run writes nothing, so it may look at the prompts of a run whose folder is already taken.
+    """
+    check_model_folder(model_args.model_name_or_path)
+    return None if script_args.dry_run else check_output_dir(script_args, training_args)
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+
+def check_enough_data(rows: int, training_args) -> None:
+    """Refuse a run that would take no optimizer step (and save its initial weights as "the trained model").
+
+    One step takes ``per_device_train_batch_size`` × processes × ``gradient_accumulation_steps`` examples; for GRPO
+    these are completions, ``num_generations`` per prompt, and TRL samples whole generation batches
+    (``generation_batch_size``), dropping an incomplete one.
+    """
+    args = training_args
+    if args.max_steps == 0 or (args.max_steps < 0 and args.num_train_epochs <= 0):
+        raise RecipeError(
+            f"max_steps is {args.max_steps} and num_train_epochs {args.num_train_epochs}: nothing would train; "
+            "set max_steps to a positive number of steps (or -1 to train num_train_epochs epochs)"
+        )
+    per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    formula = (
+        f"per_device_train_batch_size {args.per_device_train_batch_size} x {args.world_size} process(es) x "
+        f"gradient_accumulation_steps {args.gradient_accumulation_steps}"
+    )
+    generations = getattr(args, "num_generations", None)
+    if generations:
+        batch = max(per_step, getattr(args, "generation_batch_size", None) or 0)
+        needed, unit = batch // generations, "prompts"
+        formula = f"{batch} completions ({formula}) / num_generations {generations}"
+    else:
+        needed, unit = per_step, "examples"
+    if rows < needed:
+        raise RecipeError(
+            f"the training data has {rows} record(s) but one optimizer step takes {needed} {unit} ({formula}): "
+            "the run would take no step and save the initial weights as the trained model. Use more records "
+            "(dataset_path, max_train_samples) or a smaller batch."
+        )
+
+
+# --- the resolved configuration --------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe copy: enums become their value, anything else unknown its text."""
+    return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
+
+
+def resolved_config(script_args, training_args, model_args) -> dict[str, Any]:
+    """Every setting of the run: recipe, training and model options, library versions, number of processes."""
+    versions = {}
+    for package in VERSIONED:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return _plain(
+        {
+            "recipe": asdict(script_args),
+            "training": training_args.to_dict(),
+            "model": asdict(model_args) if is_dataclass(model_args) else dict(vars(model_args)),
+            "environment": {
+                "num_processes": training_args.world_size,
+                "python": platform.python_version(),
+                "versions": versions,
+            },
+        }
+    )
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings by name (the option sections are merged; environment entries keep their path, e.g. versions.trl)."""
+    flat = {}
+    for section, values in config.items():
+        for key, value in (values or {}).items() if isinstance(values, dict) else ():
+            if section != "environment":
+                flat[key] = value
+            elif isinstance(value, dict):
+                flat.update({f"{key}.{name}": v for name, v in value.items()})
+            else:
+                flat[key] = value
+    return flat
+
+
+def config_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``name: old -> new`` for each setting that differs between two resolved configurations.
+
+    Example:
+        >>> old = {"training": {"learning_rate": 1e-6, "seed": 1}, "environment": {"versions": {"trl": "1.16.0"}}}
+        >>> new = {"training": {"learning_rate": 2e-6, "seed": 1}, "environment": {"versions": {"trl": "1.17.0"}}}
+        >>> config_differences(old, new)
+        ['learning_rate: 1e-06 -> 2e-06', 'versions.trl: 1.16.0 -> 1.17.0']
+    """
+    old, new = _flat(before), _flat(after)
+    keys = sorted((old.keys() | new.keys()) - RESUME_NEUTRAL)
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
+    """The resolved configuration of the run that wrote ``checkpoint``: its own copy, else its run folder's."""
+    for path in (Path(checkpoint) / RESOLVED_CONFIG, Path(checkpoint).parent / RESOLVED_CONFIG):
+        if path.is_file():
+            try:
+                return yaml.safe_load(path.read_text()), path
+            except (OSError, yaml.YAMLError) as err:
+                logger.warning("cannot read %s: %s", path, err)
+    return None, None
+
+
+def write_resolved_config(script_args, training_args, model_args, checkpoint: str | None = None) -> Path | None:
+    """Write ``<output_dir>/resolved_config.yaml`` (main process, atomically), log it, warn about resume changes.
+
+    With ``checkpoint``, each setting that differs from the configuration the checkpoint was written with is
+    logged as a warning (learning rate, dataset, rewards, num_generations, library versions, ...).
+    """
+    config = resolved_config(script_args, training_args, model_args)
+    text = yaml.safe_dump(config, sort_keys=True, allow_unicode=True)
+    if training_args.process_index != 0:
+        return None
     if checkpoint is not None:
-        logger.info("resuming from %s", checkpoint)
+        before, source = _checkpoint_config(checkpoint)
+        if before is None:
+            logger.warning("no %s beside %s: cannot compare the resumed run's settings", RESOLVED_CONFIG, checkpoint)
+        elif changes := config_differences(before, config):
+            logger.warning(
+                "resuming %s with %d setting(s) that differ from its run (%s):\n  %s",
+                checkpoint,
+                len(changes),
+                source,
+                "\n  ".join(changes),
+            )
+    header = "# Every setting of this run, resolved (recipes/runs.py:write_resolved_config).\n"
+    path = write_atomic(Path(training_args.output_dir) / RESOLVED_CONFIG, header + text)
+    logger.info("resolved configuration (%s):\n%s", path, text)
+    return path
+
+
+class CheckpointConfigCallback(TrainerCallback):
+    """Copies ``resolved_config.yaml`` into each checkpoint, so a resumption compares against the right run."""
+
+    def on_save(self, args, state, control, **kwargs):
+        source = Path(args.output_dir) / RESOLVED_CONFIG
+        target = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and source.is_file() and target.is_dir():
+            write_atomic(target / RESOLVED_CONFIG, source.read_bytes())
+
+
+# --- training --------------------------------------------------------------------------------------------------------
+
+
+def train_and_save(trainer, training_args, checkpoint: str | None = None) -> None:
+    """Train (from ``checkpoint``, as `check_run` resolved it), then save the final model and processor."""
+    if checkpoint is None and training_args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if checkpoint is not None:
         load_checkpoint_weights(trainer, checkpoint)
+    trainer.add_callback(CheckpointConfigCallback())
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
     logger.info("saved the trained model to %s", training_args.output_dir)

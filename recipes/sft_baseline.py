@@ -24,7 +24,7 @@ from recipes.cli import run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import check_enough_data, check_run, train_and_save, write_resolved_config
+from recipes.runs import check_run, train_and_save, write_resolved_config
 from recipes.sft_loss import paper_loss_arguments
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,10 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     if script_args.dry_run:
         return None
 
-    check_enough_data(len(dataset), training_args)
-    write_resolved_config(script_args, training_args, model_args, checkpoint)
-
     # Model
     model = load_model(model_args, script_args, training_args)
     check_master_weights(model, training_args)
+    write_resolved_config(script_args, training_args, model_args, checkpoint)  # logged too; compared on resume
 
     # Trainer: the loss the YAML names; images are decoded and processed per batch by the collator.
     loss = paper_loss_arguments(processor, training_args) if script_args.sft_loss == "paper" else {}
