@@ -55,8 +55,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from data_prep.chat_templates import QWEN2VL_CHAT_TEMPLATE
-from data_prep.chat_templates_qwen3vl import QWEN3VL_CHAT_TEMPLATE
+from data_prep.chat_templates import QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 

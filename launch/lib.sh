@@ -123,3 +123,17 @@ finished() {
   [[ -f "$1/config.json" ]] && compgen -G "$1/pytorch_model*.bin*" >/dev/null && return 0
   [[ -f "$1/adapter_config.json" ]] && [[ -f "$1/adapter_model.safetensors" ]]
 }
+
+# step TEXT: a visible stage heading.
+step() { printf '\n== %s\n' "$*"; }
+# run CMD...: run it, or with DRY_RUN=1 print it (quoted, copy-pastable) instead.
+run() {
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    printf '%q ' "$@"
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints the deletions, so it must not count them).
+have() { [[ -e "$1" && ! ("${FRESH:-0}" == 1 && "${DRY_RUN:-0}" == 1) ]]; }

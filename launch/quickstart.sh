@@ -47,17 +47,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-tiny}
 
-step() { printf '\n== %s\n' "$*"; }
-# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints the deletions, so it must not count them).
-have() { [[ -e "$1" && ! ("$FRESH" == 1 && "$DRY_RUN" == 1) ]]; }
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
 
 # What defines every file in OUT: the data (seed, sizes), the model (seed), the training (config and overrides).
 stamp=(

@@ -168,17 +168,6 @@ model_of() {
   fi
 }
 
-step() { printf '\n== %s\n' "$*"; }
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '%q ' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
-# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints the deletions, so it must not count them).
-have() { [[ -e "$1" && ! ("$FRESH" == 1 && "$DRY_RUN" == 1) ]]; }
 
 # 1. The stamp: what defines every file in OUT. Results are reused only when it matches.
 stamp=("made_by=launch/run_ablations.sh" "seed=$SEED" "size=$SIZE" "group=$GROUP" "overrides=$(quoted "$@")")

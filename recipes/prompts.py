@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.chat_templates import PLAIN_CHAT_TEMPLATE, QWEN2VL_CHAT_TEMPLATE
-from data_prep.chat_templates_qwen3vl import QWEN3VL_CHAT_TEMPLATE
+from data_prep.chat_templates import PLAIN_CHAT_TEMPLATE, QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE
 from data_prep.schema import IMAGE_PLACEHOLDER
 
 _SYSTEM = (

@@ -43,6 +43,26 @@ RESOLVED_CONFIG = "resolved_config.yaml"
 TRAINER_STATE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+# The top-level files of a model folder: what loading it (model, processor, tokenizer, generation settings) reads,
+# and what a run saves there. The evaluation's fingerprint hashes exactly these.
+MODEL_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.bin",
+    "adapter_config.json",
+    "config.json",
+    "generation_config.json",
+    "*processor_config.json",
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+)
 # What a recipe run writes into its output folder; `--overwrite_output_dir` deletes exactly these (never other files).
 RUN_FILES = (
     "checkpoint-*",
@@ -52,24 +72,7 @@ RUN_FILES = (
     TRAINER_STATE,
     RESOLVED_CONFIG,
     "training_args.bin",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-    "config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "chat_template.jinja",
-    "preprocessor_config.json",
-    "video_preprocessor_config.json",
-    "processor_config.json",
+    *MODEL_FILES,
 )
 # Settings that may differ between a checkpoint's run and its resumption without changing what is trained.
 RESUME_NEUTRAL = {"resume_from_checkpoint", "overwrite_output_dir", "dry_run", "dry_run_samples"}

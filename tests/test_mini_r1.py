@@ -1,5 +1,6 @@
-"""The mini R1-Zero experiment: the held-out accuracy callback, the SFT target with its stop token, and one shortened
-run of `launch/mini_r1.sh` in which GRPO must raise held-out accuracy on the colour question by 25 points or more.
+"""The mini R1-Zero experiment: the held-out accuracy callback, the SFT target with its stop token, the launcher's
+run keying (nothing made with another seed or config is reused), and one shortened run of `launch/mini_r1.sh` in
+which GRPO must raise held-out accuracy on the colour question by 25 points or more.
 
 The end-to-end test is the project's strongest regression test: if data, prompts, rewards or training break, GRPO
 stops raising accuracy. It takes a few minutes of CPU (see `CI_ENV`); the full experiment is in recipes/MINI_R1.md.
@@ -21,7 +22,8 @@ from data_prep.synthetic import write_synthetic
 from recipes import grpo_base, sft_baseline
 from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.heldout import HeldoutAccuracyCallback
-from recipes.mini_r1 import build_result, series
+from recipes.mini_r1 import build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
+from recipes.mini_runs import STAMP
 
 LAUNCHER = REPO_ROOT / "launch" / "mini_r1.sh"
 SFT_TARGET = " The image shows a shape. </think><answer> {answer} </answer><|endoftext|>"
@@ -118,6 +120,7 @@ def test_heldout_accuracy_scores_greedy_answers_with_the_runs_accuracy_reward(
     assert callback.evaluate() == (0 if gated else len(truths), 0, len(truths))
 
 
+@pytest.mark.slow
 def test_heldout_accuracy_under_two_zero3_ranks_counts_every_record_once(
     tiny_base_dir, sat_records_dir, color_records, tmp_path
 ):
@@ -169,6 +172,7 @@ def test_sft_completions_through_the_plain_template_end_with_eos(tiny_base_dir, 
     config = CONFIG_DIR / "mini/sft_shape.yaml"
     argv = ["--config", str(config), "--model_name_or_path", str(tiny_base_dir)]
     argv += ["--dataset_path", str(color_records), "--output_dir", str(tmp_path / "run")]
+    argv += ["--per_device_train_batch_size", "2"]  # the fixture has fewer records than one step of 16
     _, processor, dataset = prepare(*sft_baseline.make_parser().parse_args_and_config(argv), with_completion=True)
     rows = [dict(dataset[i]) for i in range(4)]
     batch = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)(rows)
@@ -181,6 +185,80 @@ def test_launcher_prints_its_usage():  # tests/test_launch.py runs shellcheck on
     usage = subprocess.run(["bash", str(LAUNCHER), "-h"], capture_output=True, text=True, check=True).stdout
     for name in ("Usage: bash launch/mini_r1.sh [SEED]", "STAGE_A_STEPS", "STAGE_B_STEPS", "HELDOUT_ROWS", "OUT"):
         assert name in usage
+    assert "FRESH" in usage and "REDO" in usage and "stamp.json" in usage
+
+
+def launch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(["bash", str(LAUNCHER), *args], capture_output=True, text=True, env=environment, cwd=cwd)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fake_finished_run(out: Path, seed: int) -> None:
+    """OUT as a finished run of `seed` with the launcher's default settings leaves it: every stage's folders and
+    its record in stamp.json."""
+    prepared = prepare_stage(out, seed, 600 * 16, 200)
+    records = color_stage(out, seed, 150 * 4)
+    stage_a = stage_a_stage(out, prepared, seed, 600, 100, "none")
+    stages = [prepared, records, stage_a, stage_b_stage(out, stage_a, records, seed, 150, 25, "none", [])]
+    for stage in stages:
+        for folder in stage.folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "made.txt").write_text(f"{stage.name} seed {seed}")
+    stamp = {"stages": {s.name: {"defined_by": s.defined_by, "state": "finished"} for s in stages}}
+    (out / STAMP).write_text(json.dumps(stamp))
+
+
+def test_a_run_of_another_seed_in_the_same_folder_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "run"
+    fake_finished_run(out.resolve(), seed=0)
+    before = contents(out)
+    result = launch("1", cwd=tmp_path, OUT=str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "prepare (init, " in result.stderr and "seed: 0 there, 1 now" in result.stderr
+    assert "stage_b (stage_b) was made with other settings" in result.stderr
+    assert "REDO=1 bash launch/mini_r1.sh 1" in result.stderr and "FRESH=1" in result.stderr
+    assert contents(out) == before
+
+
+def test_stage_b_settings_changed_refuse_stage_b_only(tmp_path):
+    out = tmp_path / "run"
+    fake_finished_run(out.resolve(), seed=0)
+    result = launch("0", "--learning_rate", "1e-4", cwd=tmp_path, OUT=str(out), STAGE_B_STEPS="100")
+    assert result.returncode == 2
+    assert "max_steps: 150 there, 100 now" in result.stderr and "color_rows: 600 there, 400 now" in result.stderr
+    assert 'overrides: [] there, ["--learning_rate", "1e-4"] now' in result.stderr
+    assert "stage_a (stage_a)" not in result.stderr and "prepare (" not in result.stderr  # stage A is reusable
+
+
+def test_outputs_without_a_stamp_are_not_reused(tmp_path):
+    """A folder filled by an older launcher (no stamp.json): its seed and settings are unknown, so it is refused."""
+    out = tmp_path / "run"
+    (out / "stage_a").mkdir(parents=True)
+    (out / "stage_a" / "model.safetensors").write_text("weights of unknown origin")
+    result = launch("0", cwd=tmp_path, OUT=str(out))
+    assert result.returncode == 2 and "stage_a (stage_a) holds files but stamp.json has no record" in result.stderr
+    assert contents(out) == {"stage_a/model.safetensors": b"weights of unknown origin"}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["0", "--max_steps", "5"], {}, "--max_steps is set by this launcher: set STAGE_B_STEPS=N instead"),
+        (["0", "--output_dir=x"], {}, "--output_dir is set by this launcher: set OUT=<folder> instead"),
+        (["-1"], {}, "SEED='-1' must be a whole number >= 0"),
+        (["0", "1"], {}, "unexpected argument '1': overrides are options such as --max_steps 10"),
+        (["0"], {"STAGE_A_STEPS": "0"}, "STAGE_A_STEPS='0' must be a positive whole number"),
+        (["0"], {"FRESH": "yes"}, "FRESH='yes' must be one of: 0 1"),
+    ],
+)
+def test_launcher_refuses_bad_input_before_writing_anything(args, env, message, tmp_path):
+    result = launch(*args, cwd=tmp_path, OUT=str(tmp_path / "run"), **env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_report_needs_the_stage_logs(tmp_path):
@@ -193,6 +271,7 @@ def test_report_needs_the_stage_logs(tmp_path):
 CI_ENV = {"STAGE_A_STEPS": "400", "STAGE_B_STEPS": "50", "HELDOUT_ROWS": "100", "HELDOUT_EVERY_B": "10"}
 
 
+@pytest.mark.slow
 def test_grpo_raises_heldout_accuracy_on_the_colour_question(tmp_path):
     out = tmp_path / "seed0"
     env = {**os.environ, **CI_ENV, "OUT": str(out), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
@@ -211,3 +290,8 @@ def test_grpo_raises_heldout_accuracy_on_the_colour_question(tmp_path):
     assert set(report["timings"]) == {"prepare", "stage_a", "stage_b", "total"}
     png = out / "curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 100_000
+
+    # The same command again: every stage is done already (same seed, configs and steps); the same result.
+    again = subprocess.run(["bash", str(LAUNCHER), "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("done already") == 4, again.stdout + again.stderr
+    assert json.loads((out / "result.json").read_text())["curve"] == report["curve"]

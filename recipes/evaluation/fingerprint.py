@@ -19,29 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from recipes.errors import RecipeError
-from recipes.runs import check_model_folder
+from recipes.runs import MODEL_FILES, check_model_folder
 
 logger = logging.getLogger(__name__)
 
-# Top-level files of a model folder that loading it (model, processor, tokenizer, generation settings) reads.
-MODEL_FILES = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-    "adapter_model.bin",
-    "adapter_config.json",
-    "config.json",
-    "generation_config.json",
-    "*processor_config.json",
-    "tokenizer*.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "chat_template.jinja",
-)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
