@@ -65,13 +65,16 @@ def derive_accumulation(parser, argv: list[str], parsed: tuple) -> tuple:
     accumulation = accumulation_for(
         target, training_args.per_device_train_batch_size, completions_per_prompt(training_args), world_size_from_env()
     )
-    if "--gradient_accumulation_steps" in argv and training_args.gradient_accumulation_steps != accumulation:
+    given = training_args.gradient_accumulation_steps
+    # Set on the command line, or in the YAML (anything but the default 1): a contradiction is refused, not replaced.
+    explicit = any(a.split("=")[0] == "--gradient_accumulation_steps" for a in argv) or given != 1
+    if explicit and given != accumulation:
         raise RecipeError(
-            f"--gradient_accumulation_steps {training_args.gradient_accumulation_steps} contradicts prompts_per_step="
-            f"{target} (which needs {accumulation} on {world_size_from_env()} processes): drop one of the two, e.g. "
-            "--prompts_per_step N to change the global batch"
+            f"gradient_accumulation_steps {given} contradicts prompts_per_step={target} (which needs {accumulation} "
+            f"on {world_size_from_env()} processes): drop one of the two, e.g. --prompts_per_step N to change the "
+            "global batch"
         )
-    if training_args.gradient_accumulation_steps == accumulation:
+    if given == accumulation:
         return parsed
     return parser.parse_args_and_config([*argv, "--gradient_accumulation_steps", str(accumulation)])
 

@@ -130,7 +130,7 @@ def test_prompts_per_step_is_derived_at_parse_time_and_contradictions_are_refuse
     _, args, _ = parse(grpo_base, "tiny/grpo_base.yaml", "--prompts_per_step", "4")
     assert args.gradient_accumulation_steps == 2
     assert args.generation_batch_size == 16  # TRL's own derived sizes follow the derived accumulation
-    with pytest.raises(RecipeError, match="contradicts prompts_per_step=4"):
+    with pytest.raises(RecipeError, match="gradient_accumulation_steps 1 contradicts prompts_per_step=4"):
         parse(grpo_base, "tiny/grpo_base.yaml", "--prompts_per_step", "4", "--gradient_accumulation_steps", "1")
     with pytest.raises(RecipeError, match="prompts_per_step=3 cannot be reached"):
         parse(grpo_base, "tiny/grpo_base.yaml", "--prompts_per_step", "3")
