@@ -337,7 +337,12 @@ def wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     for key, name in (("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache")):
         monkeypatch.setenv(key, str(home / name))
-    return home
+    yield home
+    import wandb
+
+    # W&B keeps the settings it read from the environment (group, tags, dirs) in a process-wide singleton: drop it, so
+    # that later runs in this test process read their own environment.
+    wandb.teardown()
 
 
 @pytest.mark.slow  # about 20 s: W&B's service starts and stops

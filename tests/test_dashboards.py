@@ -211,6 +211,7 @@ def test_a_wandb_run_gets_the_group_tags_name_and_every_metric(tiny_base_dir, sa
     wandb = pytest.importorskip("wandb")
     for key in ("WANDB_RUN_GROUP", "WANDB_TAGS", "WANDB_PROJECT", "WANDB_DIR"):
         monkeypatch.delenv(key, raising=False)  # restored after the test: the recipes' set-up exports them
+    wandb.teardown()  # settings an earlier W&B run of this test process read from its environment are dropped
     out = tmp_path / "grpo_base"
     argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)]
     argv += ["--dataset_path", str(sat_records_dir), "--output_dir", str(out), "--report_to", "wandb"]
