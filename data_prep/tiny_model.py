@@ -238,15 +238,21 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [half - 2 * (half // 3), half // 3, half // 3]
 
 
-def build_config(preset: Preset, tokenizer, variant: str) -> Qwen2VLConfig:
-    """Qwen2-VL: a ViT of width ``vision_embed_dim`` whose merger projects into the decoder's hidden size."""
-    head_dim = preset.hidden_size // preset.num_attention_heads
+def _mrope_text_config(preset: Preset, tokenizer, variant: str) -> dict:
+    """The decoder's settings with Qwen2-VL's and Qwen2.5-VL's multimodal rotary embedding (M-RoPE)."""
     text = _text_config(preset, tokenizer, variant)
+    head_dim = preset.hidden_size // preset.num_attention_heads
     text["rope_parameters"] = {
         "rope_type": "default",
         "rope_theta": 10000.0,
         "mrope_section": _mrope_section(head_dim),
     }
+    return text
+
+
+def build_config(preset: Preset, tokenizer, variant: str) -> Qwen2VLConfig:
+    """Qwen2-VL: a ViT of width ``vision_embed_dim`` whose merger projects into the decoder's hidden size."""
+    text = _mrope_text_config(preset, tokenizer, variant)
     return Qwen2VLConfig(
         text_config=text,
         vision_config={
@@ -266,13 +272,7 @@ def build_config(preset: Preset, tokenizer, variant: str) -> Qwen2VLConfig:
 
 def build_config_qwen2_5_vl(preset: Preset, tokenizer, variant: str) -> Qwen2_5_VLConfig:
     """Qwen2.5-VL: window attention in every vision block but the last (full attention), gated vision MLP."""
-    head_dim = preset.hidden_size // preset.num_attention_heads
-    text = _text_config(preset, tokenizer, variant)
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 10000.0,
-        "mrope_section": _mrope_section(head_dim),
-    }
+    text = _mrope_text_config(preset, tokenizer, variant)
     depth = max(2, preset.vision_depth)  # at least one windowed and one full-attention block
     return Qwen2_5_VLConfig(
         text_config=text,
