@@ -1,7 +1,8 @@
 """Procedural scenes of flat shapes, drawn with PIL, with the geometry kept so questions can be answered exactly.
 
-A `Scene` is a list of `Shape` values (circle, square or triangle; a colour from `COLORS`; a centre and a half-size
-``r`` in pixels) drawn in list order, so later shapes occlude earlier ones. Two layouts exist:
+A `Scene` is a list of `Shape` values (circle, square or triangle; a colour from `COLORS`, or one of the `SHADES` only
+the mini experiment's out-of-distribution scenes use; a centre and a half-size ``r`` in pixels) drawn in list order,
+so later shapes occlude earlier ones. Two layouts exist:
 
 - flat (`flat_scene`, `separated_scene`): shapes anywhere on a plain background, for left/right, above/below,
   counting and motion questions;
@@ -28,6 +29,14 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
     "purple": (150, 60, 200),
+}
+# Other shades of red and blue, never drawn in training data: the mini ablations' out-of-distribution scenes ask
+# "Is the shape red?" about them. Kept apart from COLORS, which the SAT and CV-Bench generators sample from.
+SHADES: dict[str, tuple[int, int, int]] = {
+    "dark red": (140, 20, 25),
+    "light red": (245, 115, 105),
+    "dark blue": (25, 35, 135),
+    "light blue": (110, 160, 245),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 BACKGROUND = (245, 245, 240)
@@ -84,6 +93,15 @@ class Scene:
         return matches[0]
 
 
+def rgb(color: str) -> tuple[int, int, int]:
+    """The RGB value of a colour of `COLORS` or `SHADES`."""
+    if color in COLORS:
+        return COLORS[color]
+    if color in SHADES:
+        return SHADES[color]
+    raise ValueError(f"unknown colour {color!r}; valid colours: {', '.join([*COLORS, *SHADES])}")
+
+
 def render(scene: Scene) -> Image.Image:
     """Draw ``scene`` as an RGB image."""
     size = scene.size
@@ -94,7 +112,7 @@ def render(scene: Scene) -> Image.Image:
         draw.rectangle((0, 0, size - 1, horizon), fill=SKY)
         draw.rectangle((0, horizon, size - 1, size - 1), fill=GROUND)
     for shape in scene.shapes:
-        fill = COLORS[shape.color]
+        fill = rgb(shape.color)
         left, top, right, bottom = (round(v) for v in shape.box)
         if shape.kind == "circle":
             draw.ellipse((left, top, right, bottom), fill=fill)

@@ -15,9 +15,14 @@ Kinds
               two-image "did the camera / the object move left or right" questions.
 ``cvbench``   CV-Bench's columns (``idx``, ``type``, ``task``, ``image``, ``question``, ``choices``, ``answer``,
               ``prompt``, ``source``): Count and Relation (2D; source ADE20K/COCO), Depth and Distance (3D; Omni3D).
-``mini_shape`` / ``mini_color`` / ``mini_side``
+``mini_shape`` / ``mini_color``
               SAT's columns; 56×56 images holding one red or blue circle, square or triangle (radius 10–14 px) and
               the yes/no questions of the mini R1-Zero experiment, with exactly balanced answers (per pair of rows).
+``mini_color_shade``
+              the colour question of ``mini_color`` about shades of red and blue that no other kind draws
+              (`data_prep.scenes.SHADES`: dark and light red, dark and light blue): the mini ablations'
+              out-of-distribution held-out scenes. Its ``question_type`` names the shade drawn
+              (``mini_color_shade:dark red``), so that accuracy can be broken down per shade.
 
 How it differs from the real data: the real SAT and CV-Bench images are photographs or 3D renders, and their
 questions name everyday objects; here objects are named by colour and kind ("the red circle"). This data exists to
@@ -86,8 +91,10 @@ CVBENCH_TASKS: dict[str, str] = {"Count": "2D", "Relation": "2D", "Depth": "3D",
 MINI_QUESTIONS: dict[str, str] = {
     "mini_shape": "Is the shape a triangle? Answer yes or no.",
     "mini_color": "Is the shape red? Answer yes or no.",
-    "mini_side": "Is the shape in the left half? Answer yes or no.",
+    "mini_color_shade": "Is the shape red? Answer yes or no.",
 }
+# The out-of-distribution shades of the colour question: the answer is "yes" for the first pair.
+SHADE_ANSWERS: dict[bool, tuple[str, str]] = {True: ("dark red", "light red"), False: ("dark blue", "light blue")}
 
 
 @dataclass(frozen=True)
@@ -306,19 +313,19 @@ def mini_question(kind: str, rng: random.Random, size: int, yes: bool) -> Questi
     r = rng.uniform(10, 14) * scale
     shape_kind = rng.choice(scenes.SHAPES)
     color = rng.choice(("red", "blue"))
-    x_range = (r, size - 1 - r)
     if kind == "mini_shape":
         shape_kind = "triangle" if yes else rng.choice(("circle", "square"))
     elif kind == "mini_color":
         color = "red" if yes else "blue"
-    elif kind == "mini_side":
-        margin = 2 * scale  # the centre stays clearly off the middle line
-        x_range = (r, size / 2 - margin) if yes else (size / 2 + margin, size - 1 - r)
+    elif kind == "mini_color_shade":
+        color = rng.choice(SHADE_ANSWERS[yes])
     else:
         raise ValueError(f"unknown mini kind {kind!r}; valid kinds: {', '.join(MINI_QUESTIONS)}")
-    shape = Shape(kind=shape_kind, color=color, x=rng.uniform(*x_range), y=rng.uniform(r, size - 1 - r), r=r)
+    shape = Shape(kind=shape_kind, color=color, x=rng.uniform(r, size - 1 - r), y=rng.uniform(r, size - 1 - r), r=r)
     answer = "yes" if yes else "no"
-    return Question((Scene(size, (shape,)),), MINI_QUESTIONS[kind], ["yes", "no"], answer, kind)
+    # The shade is the question's sub-type, so that accuracy can be broken down per shade after conversion.
+    question_type = f"{kind}:{color}" if kind == "mini_color_shade" else kind
+    return Question((Scene(size, (shape,)),), MINI_QUESTIONS[kind], ["yes", "no"], answer, question_type)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -392,7 +399,7 @@ KINDS: dict[str, tuple[Features, int]] = {
     "cvbench": (CVBENCH_FEATURES, 112),
     "mini_shape": (SAT_FEATURES, 56),
     "mini_color": (SAT_FEATURES, 56),
-    "mini_side": (SAT_FEATURES, 56),
+    "mini_color_shade": (SAT_FEATURES, 56),
 }
 
 

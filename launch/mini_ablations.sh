@@ -10,8 +10,8 @@
 #   GROUP (mini_ablations), REDO (0; 1 redoes the stages made with other settings), FRESH (0; 1 deletes the given
 #   seeds' folders and the report, then starts over), PYTHON (python), OMP_NUM_THREADS (1).
 # Writes OUT/seed<N>/ (data, stage_a, one folder per arm, logs/, stamp.json), OUT/summary.json, OUT/report.html and
-# prints a table of mean ± s.d. per arm. Expected time: three seeds, all arms, about 25 min on 2 free CPU cores.
-# OUT/seed<N>/stamp.json records what made each stage (seed, config and its hash, steps): a rerun skips the stages
+# prints a table of mean ± s.d. per arm. Measured: three seeds, all arms, 20-24 min on 2 CPU cores (shared).
+# OUT/seed<N>/stamp.json records what made each stage (seed, config values, steps): a rerun skips the stages
 # that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
 set -euo pipefail
 
@@ -75,7 +75,7 @@ export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-mini}
 if [[ "$FRESH" == 1 ]]; then
   printf '== FRESH=1: deleting seeds %s and the report in %s\n' "${seeds[*]}" "$OUT"
   for seed in "${seeds[@]}"; do rm -rf "${OUT:?}/seed$seed"; done
-  rm -f "$OUT/summary.json" "$OUT/report.html" "$OUT/report.png"
+  rm -f "$OUT/summary.json" "$OUT/report.html" "$OUT/report.png" "$OUT/figure.png"
 fi
 mkdir -p "$OUT"
 redo=()

@@ -8,7 +8,7 @@
 #   the stages made with other settings), FRESH (0; 1 deletes what an earlier run left in OUT and starts over),
 #   PYTHON (python), OMP_NUM_THREADS (1).
 # Writes OUT/result.json (before, after, curve, timings), OUT/curve.png and prints a one-line summary.
-# OUT/stamp.json records what made each stage (seed, config and its hash, steps, options): a rerun skips the stages
+# OUT/stamp.json records what made each stage (seed, config values, steps, options): a rerun skips the stages
 # that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
 set -euo pipefail
 

@@ -2,8 +2,8 @@
 
 `launch/mini_r1.sh` (`recipes.mini_r1`) and `launch/mini_ablations.sh` (`recipes.mini_ablations`) describe their work
 as `Stage`s — building the model and data, stage A, each stage-B arm — each with the folders it writes, the commands
-that write them and what defines it (seed, config file and its content hash, steps, options, and the definition of
-every stage it builds on). ``<seed folder>/stamp.json`` records, per stage, that definition and whether the stage
+that write them and what defines it (seed, config file and a hash of its values, steps, options, and the definition
+of every stage it builds on). ``<seed folder>/stamp.json`` records, per stage, that definition and whether the stage
 finished. Before anything runs, every stage is checked against it:
 
 * recorded with the same definition and finished, folders present: **done already**, skipped;
@@ -45,13 +45,14 @@ class StageError(RuntimeError):
     """A stage that cannot run (its folders were made with other settings) or that failed; the message has the fix."""
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def config_definition(path: str | Path) -> dict[str, str]:
-    """A config file as part of a definition: its path and content hash, so that editing it is noticed."""
-    return {"path": str(path), "sha256": file_sha256(path)}
+    """A config file as part of a definition: its path and the hash of its values, so that changing a setting is
+    noticed (and editing a comment is not: it defines nothing)."""
+    import yaml
+
+    values = yaml.safe_load(Path(path).read_text())
+    canonical = json.dumps(values, sort_keys=True, default=str)
+    return {"path": str(path), "values_sha256": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
 @dataclass

@@ -221,7 +221,14 @@ def test_any_question_names_unique_shapes_and_offers_its_answer(kind, seed, inde
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", sorted(MINI_QUESTIONS))
+def shape_pixels(jpeg: bytes) -> np.ndarray:
+    """The RGB values of the pixels that are clearly not background (the one shape of a mini scene)."""
+    pixels = np.asarray(PILImage.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int32)
+    far = np.sqrt(((pixels - np.array(scenes.BACKGROUND)) ** 2).sum(axis=-1)) > 60
+    return pixels[far]
+
+
+@pytest.mark.parametrize("kind", ["mini_shape", "mini_color"])
 def test_mini_kinds_are_balanced_and_match_the_pixels(kind, tmp_path):
     rows = pq.read_table(write_synthetic(kind, rows=40, seed=0, output=tmp_path / "mini.parquet")).to_pylist()
     assert Counter(r["correct_answer"] for r in rows) == {"yes": 20, "no": 20}
@@ -235,12 +242,28 @@ def test_mini_kinds_are_balanced_and_match_the_pixels(kind, tmp_path):
         (blob,) = blobs(mask)  # exactly one shape
         ys, xs = np.nonzero(mask)
         assert 19 <= xs.max() - xs.min() + 1 <= 30  # radius 10-14 px
-        seen = {
-            "mini_shape": kind_of(blob[1]) == "triangle",
-            "mini_color": color == "red",
-            "mini_side": centroid(mask)[0] < 28,
-        }[kind]
+        seen = {"mini_shape": kind_of(blob[1]) == "triangle", "mini_color": color == "red"}[kind]
         assert ("yes" if seen else "no") == r["correct_answer"]
+
+
+def test_out_of_distribution_shades_are_other_reds_and_blues_than_the_training_ones(tmp_path):
+    """mini_color_shade asks the colour question about shades that no other kind draws: each shape is clearly red
+    or blue (its answer), and clearly not the training red or blue."""
+    rows = pq.read_table(write_synthetic("mini_color_shade", rows=40, seed=3, output=tmp_path / "ood.parquet"))
+    rows = rows.to_pylist()
+    assert Counter(r["correct_answer"] for r in rows) == {"yes": 20, "no": 20}
+    shades = Counter()
+    for r in rows:
+        assert r["question"] == MINI_QUESTIONS["mini_color"]
+        mean = shape_pixels(r["image_bytes"][0]).mean(axis=0)
+        assert ("yes" if mean[0] > mean[2] else "no") == r["correct_answer"]  # reddish: yes; bluish: no
+        nearest = min(scenes.SHADES, key=lambda name: np.abs(mean - scenes.SHADES[name]).sum())
+        assert r["question_type"] == f"mini_color_shade:{nearest}"  # the shade drawn, for per-shade accuracy
+        shades[nearest] += 1
+        for trained in ("red", "blue"):  # far from both training colours (JPEG keeps flat colours within ~10)
+            assert np.sqrt(((mean - np.array(scenes.COLORS[trained])) ** 2).sum()) > 60
+    assert set(shades) == set(scenes.SHADES)  # dark and light, of both colours
+    assert not set(scenes.SHADES) & set(scenes.COLORS)  # SAT/CV-Bench scenes never draw them
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,7 +314,7 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_pa
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "satt"}, "valid kinds: sat, cvbench, mini_shape, mini_color, mini_side"),
+        ({"kind": "satt"}, "valid kinds: sat, cvbench, mini_shape, mini_color, mini_color_shade"),
         ({"rows": 0}, "at least 1"),
         ({"image_size": 40}, "at least 56"),
     ],
