@@ -30,6 +30,11 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
         raise RecipeError(str(err)) from None
     if with_completion and script_args.sft_loss not in SFT_LOSSES:
         raise RecipeError(f"unknown sft_loss {script_args.sft_loss!r}: choose one of {', '.join(SFT_LOSSES)}")
+    if with_completion and script_args.sft_loss == "paper" and training_args.completion_only_loss:
+        raise RecipeError(
+            "sft_loss: paper is the loss over the whole sequence, but completion_only_loss is true: set "
+            "completion_only_loss: false, or use sft_loss: trl for the answer-only loss"
+        )
     check_global_batch(script_args, training_args)
     if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
         raise RecipeError(

@@ -32,7 +32,7 @@ class VisionTokenMaskingCollator:
         self.collator = DataCollatorForVisionLanguageModeling(
             processor=processor,
             max_length=training_args.max_length,
-            completion_only_loss=bool(training_args.completion_only_loss),
+            completion_only_loss=False,  # the paper's loss covers the whole sequence
             pad_to_multiple_of=training_args.pad_to_multiple_of,
             dataset_text_field=training_args.dataset_text_field,
         )

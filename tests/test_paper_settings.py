@@ -208,3 +208,19 @@ def test_the_paper_sft_recipe_trains_every_parameter(tiny_base_dir, sat_records_
     trainer = sft_baseline.main(*args)
     assert trainer.state.global_step == 2 and trainer.compute_loss_func is not None
     assert all(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+
+def test_the_paper_sft_loss_with_completion_only_loss_is_refused(tiny_base_dir, sat_records_dir, tmp_path):
+    from recipes.common import prepare
+
+    args = tiny(
+        sft_baseline,
+        "tiny/sft_baseline.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        tmp_path,
+        "--completion_only_loss",
+        "true",
+    )
+    with pytest.raises(RecipeError, match="sft_loss: paper is the loss over the whole sequence"):
+        prepare(*args, with_completion=True)
