@@ -36,12 +36,14 @@ __all__ = [
     "REWARD_NAMES",
     "AccuracyReward",
     "LengthReward",
+    "Registered",
     "accuracy_reward",
     "build_reward",
     "check_reward_request",
     "completion_text",
     "format_reward",
     "get_reward_funcs",
+    "option",
     "reflection_reward",
 ]
 

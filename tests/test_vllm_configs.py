@@ -88,6 +88,8 @@ def test_a_vllm_config_sets_every_vllm_default_that_changes_the_training(config)
     # TRL defaults the importance-sampling correction on; with top_k it weights completions by the top-k tail mass
     # (tests/test_vllm_weights.py). Off = the paper's on-policy loss. Written in the file, not left to the default.
     assert variant["vllm_importance_sampling_correction"] is False and not args.vllm_importance_sampling_correction
+    # DeepSeek-V3.2's off-policy mask would read vLLM's processed log-probabilities as well.
+    assert args.off_policy_mask_threshold is None
     # No guided decoding; vLLM's own model implementation (TRL's default, written out so a TRL change shows here).
     assert "vllm_structured_outputs_regex" in variant and args.vllm_structured_outputs_regex is None
     assert variant["vllm_model_impl"] == args.vllm_model_impl == "vllm"
