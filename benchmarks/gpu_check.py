@@ -24,9 +24,9 @@ GPU (the first visible one):
     steps of the paper config on ``Qwen/Qwen2-VL-2B`` (8 prompts x 8 completions per step, gradient accumulation 8
     on one GPU; the ``_vllm`` config when vLLM is installed), then 8 CV-Bench rows with the untrained model.
 
-Without vLLM the vLLM stages are skipped with the reason (``pip`` cannot install it next to requirements.txt; the
-vLLM environment of launch/README.md can). A failed stage is recorded with the last line of its log and the next
-stage runs.
+Without vLLM the vLLM stages are skipped with the reason (install it into the same environment:
+``pip install --no-build-isolation -r requirements-gpu.txt``). A failed stage is recorded with the last line of its
+log and the next stage runs.
 
 What is measured, and how:
 
@@ -64,7 +64,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata, util
 from pathlib import Path
 from typing import Any
@@ -634,7 +634,7 @@ NEEDS = {  # a stage runs only when these stages succeeded
 def run_check(plan: Plan, started: float) -> dict[str, Any]:
     """Run every stage in order, rewriting the report after each one; return the report."""
     report: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": ["bash", "launch/gpu_check.sh", *sys.argv[1:]],
         "measured_on": "this machine's GPU (real measurements; estimates are marked as such)",
         "budget_seconds": plan.budget,
@@ -664,7 +664,7 @@ def run_check(plan: Plan, started: float) -> dict[str, Any]:
         remaining = plan.budget - (time.monotonic() - started)
         blocked = [need for need in NEEDS.get(name, []) if stages[need].status != "ok"]
         if "vllm" in name and not has_vllm:
-            result.reason = "vLLM is not installed here (launch/README.md, 'Generation with vLLM')"
+            result.reason = "vLLM is not installed here: pip install --no-build-isolation -r requirements-gpu.txt"
         elif name.startswith("paper") and not hub_ok:
             result.reason = hub_reason
         elif blocked:

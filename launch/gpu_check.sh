@@ -5,6 +5,8 @@
 # memory, generated tokens/s and the projected wall time of the full paper run; writes WORKDIR/gpu_check.json.
 # Usage: bash launch/gpu_check.sh [--workdir outputs/gpu_check] [--budget 300] [--hub auto|skip] [--train-rows N]
 # Environment (default): PYTHON (python). Without a CUDA GPU it stops at once (exit 2) with the reason.
+# One environment: pip install -r requirements.txt && pip install --no-build-isolation -r requirements-gpu.txt
+# (without vLLM there the vLLM stages are skipped, saying so).
 # What each figure means and how it is measured: benchmarks/gpu_check.py; launch/README.md, "Performance on GPUs".
 set -euo pipefail
 

@@ -38,10 +38,9 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
     check_global_batch(script_args, training_args)
     if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
         raise RecipeError(
-            "use_vllm is set but vLLM is not installed in this environment. No vLLM release accepts the torch and "
-            "transformers pinned in requirements.txt: create the separate vLLM environment with "
-            "`bash launch/setup_vllm_env.sh` and launch from it, or use the config without _vllm (transformers' "
-            "generate)"
+            "use_vllm is set but vLLM is not installed in this environment: on a CUDA machine install it into the "
+            "same environment with `pip install --no-build-isolation -r requirements-gpu.txt` (it changes no pin of "
+            "requirements.txt), or use the config without _vllm (transformers' generate)"
         )
     records = load_records(script_args)
     check_model_available(model_args.model_name_or_path)

@@ -50,7 +50,8 @@ class Workaround:
         return installed is not None and SpecifierSet(self.affected).contains(installed, prereleases=True)
 
 
-# Trainer resumes weights with a raw load_state_dict, bypassing from_pretrained's key mapping (since 4.52).
+# Trainer resumes weights with a raw load_state_dict, bypassing from_pretrained's key mapping (since 4.52; seen on
+# 5.20.2, the pinned version, and on 5.23.0).
 QWEN2VL_RESUME = Workaround(
     "transformers", ">=4.52,<5.24", "https://github.com/huggingface/transformers/issues/43701 (fix proposed: #44366)"
 )
@@ -82,10 +83,10 @@ def skip_deepspeed_shm_op() -> None:
 def load_checkpoint_weights(trainer, checkpoint: str) -> None:
     """Put a checkpoint's weights into the (not yet wrapped) model before `Trainer.train` resumes from it.
 
-    transformers 5.23's Trainer resumes weights with a raw ``load_state_dict(strict=False)``; Qwen2-VL checkpoints
-    are saved under the legacy parameter names, so nothing matches and training silently restarts from the initial
-    weights (with the resumed optimizer). ``from_pretrained`` maps the names. The Trainer still restores the
-    optimizer, scheduler, RNG states and data position. DeepSpeed and FSDP restore weights their own way.
+    transformers' Trainer (5.20 and 5.23 alike) resumes weights with a raw ``load_state_dict(strict=False)``;
+    Qwen2-VL checkpoints are saved under the legacy parameter names, so nothing matches and training silently restarts
+    from the initial weights (with the resumed optimizer). ``from_pretrained`` maps the names. The Trainer still
+    restores the optimizer, scheduler, RNG states and data position. DeepSpeed and FSDP restore weights their own way.
     """
     # DeepSpeed, FSDP and peft (adapters only) restore weights their own way.
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled or is_peft_model(trainer.model):

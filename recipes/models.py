@@ -158,7 +158,7 @@ def load_model(model_args, script_args: RecipeArguments, training_args):
         dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
         attn_implementation=attn_implementation(model_args.attn_implementation),
     )
-    if training_args.gradient_checkpointing:  # the name transformers 5.17 (vLLM environment) and 5.23 both have
+    if training_args.gradient_checkpointing:  # the pinned transformers 5.20 has no activation_checkpointing
         # The trainer enables checkpointing; the KV cache is useless (and warned about) while it is on.
         model.config.use_cache = False
     if model_args.use_peft:

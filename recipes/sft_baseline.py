@@ -25,7 +25,7 @@ from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
 from recipes.runs import check_run, train_and_save, write_resolved_config
-from recipes.sft_loss import paper_loss_arguments
+from recipes.sft_loss import PaperSFTLoss
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = "paper/sft_baseline.yaml"
@@ -37,6 +37,7 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     # Data and processor: records → prompt (user turn) + completion (the bare answer), instruct chat template.
     template, processor, dataset = prepare(script_args, training_args, model_args, with_completion=True)
     log_prompts(processor, dataset, script_args.dry_run_samples, to_stdout=script_args.dry_run)
+    paper_loss = PaperSFTLoss(processor, training_args) if script_args.sft_loss == "paper" else None  # checks first
     if script_args.dry_run:
         return None
 
@@ -45,8 +46,8 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     check_master_weights(model, training_args)
     write_resolved_config(script_args, training_args, model_args, checkpoint)  # logged too; compared on resume
 
-    # Trainer: the loss the YAML names; images are decoded and processed per batch by the collator.
-    loss = paper_loss_arguments(processor, training_args) if script_args.sft_loss == "paper" else {}
+    # Trainer: TRL's own loss, made the paper's when the YAML names it; images are processed per batch by the collator.
+    loss = paper_loss.trainer_arguments(model) if paper_loss else {}
     trainer = SFTTrainer(
         model=model,
         args=training_args,

@@ -5,13 +5,17 @@ The paper's SFT script tokenized the whole rendered conversation and used it as 
 ``<|vision_start|>``, ``<|vision_end|>``, ``<|image_pad|>``. With one sequence per device and micro-batch, the
 model's token mean was a mean *per sequence*, and gradient accumulation and data parallelism averaged those: every
 sequence weighs the same, whatever its length. TRL's SFTTrainer instead masks only padding (and, with
-``completion_only_loss``, the prompt) and averages over all the batch's tokens.
+``completion_only_loss``, the prompt) and, by default, divides by the token count of the whole accumulated batch.
 
-Here: `VisionTokenMaskingCollator` wraps TRL's own vision collator (passed as ``data_collator=``) and masks the
-vision special tokens; `SequenceMeanLoss` (passed as ``compute_loss_func=``) takes the token mean per sequence, then
-the mean over sequences, divided by the gradient-accumulation steps (the trainer leaves that division to a custom
-loss). Set ``average_tokens_across_devices: false`` with it so no process rescales the loss by the token count of
-the others (the paper config does).
+Here, with TRL's own loss (no ``compute_loss_func``, which TRL 1.16 deprecates and v2 removes; TRL's suggested
+replacement, a subclass, is not an option in this repository): `PaperSFTLoss` passes `VisionTokenMaskingCollator`
+(TRL's own vision collator, then the vision special tokens masked) as ``data_collator=``, requires one sequence per
+device and micro-batch (as the paper: the global batch comes from accumulation and processes), and marks the model
+as not taking loss kwargs (``accepts_loss_kwargs = False``, the attribute transformers' Trainer reads, which
+Qwen2.5-VL and Qwen3-VL already declare). The Trainer then passes no ``num_items_in_batch``, TRL's loss is the token
+mean of the micro-batch's one sequence, and the Trainer divides it by the accumulation steps: exactly the paper's
+loss. `SequenceMeanLoss` writes that loss out for any batch; tests/test_sft_loss.py checks that TRL's route gives
+its values. Set ``average_tokens_across_devices: false`` with it (the paper config does).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+from recipes.errors import RecipeError
 
 SFT_LOSSES = ("trl", "paper")
 VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
@@ -50,7 +56,10 @@ class VisionTokenMaskingCollator:
 
 
 class SequenceMeanLoss:
-    """Causal-LM cross-entropy: token mean within each sequence, mean over sequences, / accumulation steps.
+    """The paper's loss written out: token mean within each sequence, mean over sequences, / accumulation steps.
+
+    The recipe does not call it (TRL's own loss gives these values, see `PaperSFTLoss`); it is the definition the
+    tests compare TRL's loss with.
 
     Example:
         >>> from types import SimpleNamespace
@@ -78,9 +87,25 @@ class SequenceMeanLoss:
         return per_sequence.mean() / self.accumulation_steps
 
 
-def paper_loss_arguments(processor, training_args) -> dict:
-    """The SFTTrainer keyword arguments that give the paper's loss."""
-    return {
-        "data_collator": VisionTokenMaskingCollator(processor, training_args),
-        "compute_loss_func": SequenceMeanLoss(training_args.gradient_accumulation_steps),
-    }
+class PaperSFTLoss:
+    """Makes TRL's own SFT loss the paper's: one sequence per micro-batch, vision tokens masked, no token rescaling.
+
+    Built before the model loads, so a batch it cannot give is refused first; `trainer_arguments` then prepares the
+    model and returns the SFTTrainer keyword arguments.
+    """
+
+    def __init__(self, processor, training_args) -> None:
+        if training_args.per_device_train_batch_size != 1:
+            raise RecipeError(
+                f"sft_loss: paper weighs every sequence the same, which TRL's loss does with one sequence per device "
+                f"and micro-batch (as the paper); per_device_train_batch_size is "
+                f"{training_args.per_device_train_batch_size}: set per_device_train_batch_size: 1 and make up the "
+                "batch with gradient_accumulation_steps (or prompts_per_step), or use sft_loss: trl"
+            )
+        self.collator = VisionTokenMaskingCollator(processor, training_args)
+
+    def trainer_arguments(self, model) -> dict:
+        # transformers' Trainer reads this when it is built: False = no num_items_in_batch (the loss stays the
+        # sequence's token mean) and the loss is divided by the accumulation steps.
+        model.accepts_loss_kwargs = False
+        return {"data_collator": self.collator}

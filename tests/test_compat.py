@@ -69,7 +69,7 @@ def _train_one_step(model, out_dir, resume: str | None = None, workaround: bool 
 
 def test_transformers_resume_still_ignores_qwen2vl_checkpoint_weights(tiny_base_dir, tmp_path):
     """Resuming from a step-1 checkpoint with max_steps 1 trains nothing: the model must end with the checkpoint's
-    weights. transformers 5.23 loads them under the wrong names and leaves the initial weights in place."""
+    weights. transformers (5.20.2 here) loads them under the wrong names and leaves the initial weights in place."""
     trained = AutoModelForImageTextToText.from_pretrained(tiny_base_dir)
     _train_one_step(trained, tmp_path / "run")
     checkpoint = str(tmp_path / "run" / "checkpoint-1")

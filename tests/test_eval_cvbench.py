@@ -617,7 +617,7 @@ def test_the_vllm_backend_says_how_to_get_it(varied_model_dir, cvbench_parquet, 
     try:
         import vllm  # noqa: F401
     except ImportError:
-        with pytest.raises(RecipeError, match="bash launch/setup_vllm_env.sh"):
+        with pytest.raises(RecipeError, match="pip install --no-build-isolation -r requirements-gpu.txt"):
             evaluate(varied_model_dir, cvbench_parquet, tmp_path, backend="vllm", limit=1)
     else:
         pytest.skip("vLLM is installed: its backend needs a GPU run, not this unit test")

@@ -1,4 +1,4 @@
-"""The GPU self-check (launch/gpu_check.sh, benchmarks/gpu_check.py) and the vLLM environment builder, on a CPU.
+"""The GPU self-check (launch/gpu_check.sh, benchmarks/gpu_check.py), on a CPU.
 
 No GPU here: what is tested is everything that does not need one — the refusals (no driver, no CUDA, bad
 arguments, a folder it did not make), the projection arithmetic, reading step times from a real run's
@@ -24,7 +24,6 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 LAUNCHER = REPO_ROOT / "launch" / "gpu_check.sh"
-SETUP_VLLM = REPO_ROOT / "launch" / "setup_vllm_env.sh"
 HAS_DRIVER = Path("/proc/driver/nvidia/version").exists()
 
 
@@ -310,38 +309,3 @@ def test_the_stage_sequence_runs_the_tiny_stages_on_a_cpu_and_reports_them(tmp_p
     assert on_disk["stages"]["tiny_generate"]["speed"] == speed
     summary = gpu_check.format_summary(on_disk)
     assert "tiny_generate" in summary and "side by side" in summary and "paper run projection" in summary
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The vLLM environment builder
-# --------------------------------------------------------------------------------------------------------------
-
-
-def test_the_vllm_environment_builder_dry_run_prints_its_commands_and_changes_nothing(tmp_path):
-    venv = tmp_path / "venv-vllm"
-    result = run(["bash", str(SETUP_VLLM)], env={"VENV": str(venv), "DRY_RUN": "1"})
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].endswith(f"-m venv {venv}")
-    assert "pip install -r requirements-vllm.txt" in lines[1] and "pip install --no-deps -e ." in lines[2]
-    assert "grpo_base_vllm.yaml" in result.stdout
-    assert not venv.exists()
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [({"FLASH_ATTN": "yes"}, "FLASH_ATTN='yes' must be one of: 0 1"), ({"PYTHON": "no-such-python"}, "PYTHON=")],
-)
-def test_the_vllm_environment_builder_refuses_bad_settings(env, message, tmp_path):
-    result = run(["bash", str(SETUP_VLLM)], env={"VENV": str(tmp_path / "v"), **env})
-    assert result.returncode == 2 and message in result.stderr
-    assert not (tmp_path / "v").exists()
-
-
-def test_the_vllm_environment_builder_refuses_a_folder_that_is_not_a_venv(tmp_path):
-    folder = tmp_path / "stuff"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("mine")
-    result = run(["bash", str(SETUP_VLLM)], env={"VENV": str(folder)})
-    assert result.returncode == 2 and "not a virtual environment" in result.stderr
-    assert [p.name for p in folder.iterdir()] == ["keep.txt"]

@@ -31,9 +31,11 @@ def recipe_argv(config: str | Path, model_dir, data_dir, out_dir, *extra: str) -
     per GRPO step, 4 examples per SFT step."""
     argv = ["--config", str(CONFIG_DIR / config), "--model_name_or_path", str(model_dir)]
     argv += ["--dataset_path", str(data_dir), "--output_dir", str(out_dir), "--report_to", "none"]
-    argv += ["--per_device_train_batch_size", "4", "--disable_tqdm", "true"]
+    argv += ["--disable_tqdm", "true"]
     if "sft" not in Path(config).name:
-        argv += ["--log_completions", "false"]  # no sample tables printed
+        argv += ["--per_device_train_batch_size", "4", "--log_completions", "false"]  # no sample tables printed
+    else:  # the paper's SFT loss takes one sequence per micro-batch
+        argv += ["--gradient_accumulation_steps", "4"]
     return [*argv, *extra]
 
 

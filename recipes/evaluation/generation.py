@@ -98,9 +98,9 @@ class VLLMGenerator:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise RecipeError(
-                "--backend vllm needs vLLM, which is not installed in this environment (no vLLM release accepts the "
-                "pinned torch and transformers): on a GPU machine create its own environment with "
-                "`bash launch/setup_vllm_env.sh` and run from it, or use --backend hf"
+                "--backend vllm needs vLLM, which is not installed in this environment: on a CUDA machine install it "
+                "into the same environment with `pip install --no-build-isolation -r requirements-gpu.txt`, or use "
+                "--backend hf"
             ) from None
         self.llm = LLM(
             model=str(folder),
