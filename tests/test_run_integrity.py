@@ -380,6 +380,26 @@ def test_an_unknown_wandb_mode_is_refused_before_anything_loads(
     assert code == 0, err
 
 
+def test_data_resized_at_other_pixel_bounds_is_refused_naming_both(
+    sat_parquet, tiny_base_dir, sat_records_dir, tmp_path, capsys
+):
+    # The synthetic images are 112x112 = 12,544 pixels, the tiny configs' max_pixels: 6,272 makes the prep resize.
+    from data_prep.sat import convert
+
+    small = tmp_path / "sat_small"
+    convert(str(sat_parquet), small, seed=0, multi_image="skip", max_pixels=6272)
+    out = tmp_path / "run"
+    code, err = cli(grpo_base, recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, small, out), capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert "prepared at min_pixels 3136 / max_pixels 6272" in err
+    assert "this run's bounds are min_pixels 3136 / max_pixels 12544" in err
+    assert not out.exists()
+    # Records whose images were all kept as they were (sat_records_dir: none resized) suit any bounds.
+    assert json.loads((sat_records_dir / "prep_report.json").read_text())["images"]["resized"] == 0
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, out, "--dry_run", "true")
+    assert cli(grpo_base, [*argv, "--max_pixels", "6272"], capsys)[0] == 0
+
+
 def test_a_folder_that_is_not_a_model_is_named(sat_records_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, err = cli(
