@@ -36,7 +36,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,9 @@ from recipes.errors import RecipeError
 from recipes.runs import (
     CheckpointConfigCallback,
     check_model_folder,
-    check_resume_fits,
+    checkpoint_config,
     checkpoints,
+    plain,
     resolve_checkpoint,
     resolved_config,
     write_resolved_config,
@@ -162,6 +163,63 @@ def _foreign_message(folder: Path, names: list[str]) -> str:
             f"--resume_from_checkpoint {saved[0]} --output_dir <new folder>"
         )
     return message
+
+
+# Settings whose change makes a checkpoint's weights unloadable into the model being trained.
+ARCHITECTURE_KEYS = {
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "depth",
+    "embed_dim",
+    "num_heads",
+}
+
+
+def _architecture(config_file: Path) -> dict[str, Any] | None:
+    """The shape-defining entries of a ``config.json`` (nested ones by path, e.g. ``text_config.hidden_size``)."""
+    if not config_file.is_file():
+        return None
+    try:
+        flat = provenance.flat_items(json.loads(config_file.read_text()))
+    except (OSError, ValueError):
+        return None
+    return {k: v for k, v in flat.items() if k.split(".")[-1] in ARCHITECTURE_KEYS}
+
+
+def check_resume_fits(checkpoint: str, model_args) -> None:
+    """Refuse to resume ``checkpoint`` into another architecture, or with ``use_peft``/LoRA settings toggled.
+
+    Those make the checkpoint's weights (or adapter) unloadable into the model this run builds; compared with the
+    checkpoint's ``config.json`` and ``resolved_config.yaml`` (other setting changes are only warned about).
+    """
+    before, source = checkpoint_config(checkpoint)
+    problems = []
+    model = dict(vars(model_args)) if not is_dataclass(model_args) else asdict(model_args)
+    if before is not None:
+        old = before.get("model") or {}
+        for key in sorted(k for k in old.keys() | model.keys() if k == "use_peft" or k.startswith("lora_")):
+            if key != "use_peft" and not (old.get("use_peft") and model.get("use_peft")):
+                continue
+            if plain(old.get(key)) != plain(model.get(key)):
+                problems.append(f"{key}: {old.get(key)} there, {model.get(key)} now")
+    ours = _architecture(Path(model_args.model_name_or_path).expanduser() / "config.json")
+    theirs = _architecture(Path(checkpoint) / "config.json")
+    if theirs is None and before is not None:  # an adapter checkpoint: its run's base model
+        theirs = _architecture(Path(str((before.get("model") or {}).get("model_name_or_path"))) / "config.json")
+    if ours is not None and theirs is not None:
+        problems += provenance.differences(theirs, ours)
+    if problems:
+        raise RecipeError(
+            f"cannot resume from {checkpoint}: it was written by a model that this run's cannot load "
+            f"({'; '.join(problems)}; compared with {source or Path(checkpoint) / 'config.json'}). Resume with the "
+            "model and use_peft/lora settings it was trained with, or start a new run in another --output_dir"
+        )
 
 
 def check_run(script_args, training_args, model_args) -> RunFolder:

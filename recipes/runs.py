@@ -35,7 +35,6 @@ from transformers import TrainerCallback
 
 from data_prep.files import write_atomic
 from recipes.errors import RecipeError
-from recipes.provenance import differences, flat_items
 
 logger = logging.getLogger(__name__)
 
@@ -236,63 +235,6 @@ def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None
     return str(path)
 
 
-# Settings whose change makes a checkpoint's weights unloadable into the model being trained.
-ARCHITECTURE_KEYS = {
-    "model_type",
-    "architectures",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "vocab_size",
-    "depth",
-    "embed_dim",
-    "num_heads",
-}
-
-
-def _architecture(config_file: Path) -> dict[str, Any] | None:
-    """The shape-defining entries of a ``config.json`` (nested ones by path, e.g. ``text_config.hidden_size``)."""
-    if not config_file.is_file():
-        return None
-    try:
-        flat = flat_items(json.loads(config_file.read_text()))
-    except (OSError, ValueError):
-        return None
-    return {k: v for k, v in flat.items() if k.split(".")[-1] in ARCHITECTURE_KEYS}
-
-
-def check_resume_fits(checkpoint: str, model_args) -> None:
-    """Refuse to resume ``checkpoint`` into another architecture, or with ``use_peft``/LoRA settings toggled.
-
-    Those make the checkpoint's weights (or adapter) unloadable into the model this run builds; compared with the
-    checkpoint's ``config.json`` and ``resolved_config.yaml`` (other setting changes are only warned about).
-    """
-    before, source = _checkpoint_config(checkpoint)
-    problems = []
-    model = dict(vars(model_args)) if not is_dataclass(model_args) else asdict(model_args)
-    if before is not None:
-        old = before.get("model") or {}
-        for key in sorted(k for k in old.keys() | model.keys() if k == "use_peft" or k.startswith("lora_")):
-            if key != "use_peft" and not (old.get("use_peft") and model.get("use_peft")):
-                continue
-            if _plain(old.get(key)) != _plain(model.get(key)):
-                problems.append(f"{key}: {old.get(key)} there, {model.get(key)} now")
-    ours = _architecture(Path(model_args.model_name_or_path).expanduser() / "config.json")
-    theirs = _architecture(Path(checkpoint) / "config.json")
-    if theirs is None and before is not None:  # an adapter checkpoint: its run's base model
-        theirs = _architecture(Path(str((before.get("model") or {}).get("model_name_or_path"))) / "config.json")
-    if ours is not None and theirs is not None:
-        problems += differences(theirs, ours)
-    if problems:
-        raise RecipeError(
-            f"cannot resume from {checkpoint}: it was written by a model that this run's cannot load "
-            f"({'; '.join(problems)}; compared with {source or Path(checkpoint) / 'config.json'}). Resume with the "
-            "model and use_peft/lora settings it was trained with, or start a new run in another --output_dir"
-        )
-
-
 def check_model_folder(name_or_path: str) -> None:
     """Fail early, naming what was expected, when a local ``model_name_or_path`` is not a saved model.
 
@@ -360,7 +302,7 @@ def check_enough_data(rows: int, training_args) -> None:
 # --- the resolved configuration --------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A YAML-safe copy: enums become their value, anything else unknown its text."""
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
 
@@ -373,7 +315,7 @@ def resolved_config(script_args, training_args, model_args) -> dict[str, Any]:
             versions[package] = version(package)
         except PackageNotFoundError:
             continue
-    return _plain(
+    return plain(
         {
             "recipe": asdict(script_args),
             "training": training_args.to_dict(),
@@ -415,7 +357,7 @@ def config_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
+def checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
     """The resolved configuration of the run that wrote ``checkpoint``: its own copy, else its run folder's."""
     for path in (Path(checkpoint) / RESOLVED_CONFIG, Path(checkpoint).parent / RESOLVED_CONFIG):
         if path.is_file():
@@ -437,7 +379,7 @@ def write_resolved_config(script_args, training_args, model_args, checkpoint: st
     if training_args.process_index != 0:
         return None
     if checkpoint is not None:
-        before, source = _checkpoint_config(checkpoint)
+        before, source = checkpoint_config(checkpoint)
         if before is None:
             logger.warning("no %s beside %s: cannot compare the resumed run's settings", RESOLVED_CONFIG, checkpoint)
         elif changes := config_differences(before, config):
