@@ -232,9 +232,16 @@ def check_run(script_args, training_args, model_args) -> RunFolder:
     resume = training_args.resume_from_checkpoint
     resuming = resume not in NO_RESUME
     named = None if not resuming or resume is True or str(resume).lower() in ("last", "true") else str(resume)
+    if training_args.process_index != 0:
+        # The main process decides about the folder (and refuses for all): another process checking it could find
+        # the record the main process has just written, and refuse its own run.
+        return RunFolder(folder, defining, checkpoint=resolve_checkpoint(resume, str(folder)) if resuming else None)
     inputs = run_inputs(script_args, model_args, named, folder)
     provenance.guard_output(folder, inputs)
     _check_writable(folder)
+    if (folder / provenance.WRITER_LOCK).is_file():  # a run training there now: refused before anything loads
+        with provenance.sole_writer(folder, "a recipe run"):
+            pass
     verdict = provenance.inspect(folder, KIND, defining)
     run = RunFolder(folder, defining, inputs=inputs)
     overwrite = script_args.overwrite_output_dir

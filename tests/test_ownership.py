@@ -272,3 +272,15 @@ def test_the_checkpoint_resumed_from_is_an_input_too(workspace, capsys):
     code, err = cli([*argv, "--resume_from_checkpoint", str(checkpoint), "--overwrite_output_dir", "true"], capsys)
     assert code == 2 and f"is or contains the input {checkpoint}" in err
     assert hashes(workspace["run"]) == before
+
+
+def test_a_run_being_written_is_refused_before_anything_loads(workspace, tmp_path, capsys):
+    run = workspace["run"]
+    with provenance.sole_writer(run, "a recipe run"):  # as a training process holds it (flock: per open file)
+        before = hashes(tmp_path)
+        argv = argv_for(
+            workspace["model"], Path(str(workspace["data"]) + "_typo"), run, "--overwrite_output_dir", "true"
+        )
+        code, err = cli(argv, capsys)
+        assert code == 2 and "is being written by another process (a recipe run)" in err
+        assert hashes(tmp_path) == before
