@@ -25,7 +25,11 @@ PREP_COMMAND = "python -m data_prep.sat --input array/SAT --output {path} --limi
 
 
 def default_config_args(argv: list[str], default_config: str | None) -> list[str]:
-    """Command-line arguments with ``--config <default>`` added when the user gave none (and there is a default)."""
+    """Command-line arguments with ``--config <default>`` added when the user gave none (and there is a default).
+
+    ``--config=FILE`` is split in two: TrlParser recognises ``--config FILE`` only.
+    """
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     if default_config is None or "config" in flags_given(argv):
         return argv
     return ["--config", str(CONFIG_DIR / default_config), *argv]
@@ -34,10 +38,10 @@ def default_config_args(argv: list[str], default_config: str | None) -> list[str
 def check_config_file(argv: list[str]) -> None:
     """A ``--config`` file that does not exist is named (TrlParser would raise a bare FileNotFoundError)."""
     for i, arg in enumerate(argv):
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else None
-        if arg == "--config":
-            path = argv[i + 1] if i + 1 < len(argv) else ""
-        if path is not None and not Path(path).expanduser().is_file():
+        if arg != "--config":
+            continue
+        path = argv[i + 1] if i + 1 < len(argv) else ""
+        if not Path(path).expanduser().is_file():
             raise RecipeError(
                 f"--config {path}: no such file. The shipped configs are under {CONFIG_DIR.relative_to(REPO_ROOT)}/ "
                 "(paper/, tiny/, ...), e.g. --config recipes/configs/tiny/grpo_base.yaml"

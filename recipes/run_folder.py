@@ -46,6 +46,7 @@ from recipes import provenance
 from recipes.compat import load_checkpoint_weights
 from recipes.errors import RecipeError
 from recipes.runs import (
+    RESOLVED_CONFIG,
     CheckpointConfigCallback,
     check_model_folder,
     checkpoint_config,
@@ -327,7 +328,8 @@ def _claim(run: RunFolder) -> set[str]:
             len(removed),
             f"; kept files it did not write: {', '.join(kept)}" if kept else "",
         )
-    entry = provenance.start(run.path, KIND, run.definition, resumed_from=run.checkpoint)
+    # resolved_config.yaml is written next, by this run: owned before it exists.
+    entry = provenance.start(run.path, KIND, run.definition, resumed_from=run.checkpoint, owns=[RESOLVED_CONFIG])
     return set(_names(run.path)) - {p.split("/")[0] for p in entry.get("owns", [])}
 
 
@@ -350,6 +352,10 @@ class OwnershipCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero and control.should_save:
             self._record((f"checkpoint-{state.global_step}",))
+
+    def on_train_begin(self, args, state, control, **kwargs):  # after the trainer's set-up (W&B's folder)
+        if state.is_world_process_zero:
+            self._record()
 
     def on_log(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

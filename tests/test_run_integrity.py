@@ -355,6 +355,9 @@ def test_a_missing_config_file_is_named(tiny_base_dir, sat_records_dir, tmp_path
     code, err = cli(grpo_base, argv, capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"--config {tmp_path / 'nope.yaml'}: no such file" in err and "recipes/configs/" in err
+    argv[1] = f"--config={tmp_path / 'nope.yaml'}"  # argparse's other spelling
+    code, err = cli(grpo_base, argv[1:], capsys)
+    assert code == 2 and f"--config {tmp_path / 'nope.yaml'}: no such file" in err
 
 
 def test_a_completion_template_field_that_does_not_exist_is_named(tiny_base_dir, sat_records_dir, tmp_path, capsys):
