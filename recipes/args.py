@@ -31,7 +31,11 @@ class RecipeArguments:
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": "Reward names from the `rewards` registry; weights go in `reward_weights`."},
+        metadata={
+            "help": "Rewards: names from the `rewards` registry, or any importable reward function as "
+            "'package.module:function' or 'package.module.function' (README, 'Add a reward'); weights go in "
+            "`reward_weights`."
+        },
     )
     accuracy_mode: str = field(
         default="paper",

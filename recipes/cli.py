@@ -17,6 +17,7 @@ import torch
 from recipes.batch import derive_accumulation, flags_given
 from recipes.compat import skip_deepspeed_shm_op
 from recipes.errors import RecipeError
+from rewards import check_reward_request
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "recipes" / "configs"
@@ -171,6 +172,11 @@ def option_problems(training_args: Any) -> list[str]:
 def recipe_problems(script_args: Any, training_args: Any) -> list[str]:
     """Recipe options that cannot work with these training arguments."""
     problems = []
+    if hasattr(training_args, "num_generations") and hasattr(script_args, "reward_funcs"):
+        try:  # names known or importable, one weight each: refused before the processor, data or model load
+            check_reward_request(script_args.reward_funcs, training_args.reward_weights)
+        except ValueError as err:
+            problems.append(f"reward_funcs: {err}")
     if getattr(script_args, "dump_trajectories", False):
         if not hasattr(training_args, "num_generations"):
             problems.append("dump_trajectories needs a GRPO run (an SFT run samples no completions): remove it")

@@ -38,15 +38,10 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
     if script_args.dry_run:
         return None
 
-    # Rewards: built from the registry; their weights default to the registry's unless the config sets them.
+    # Rewards: registry names or dotted paths, each reading its parameters from the options; weights from the config.
     try:
         reward_funcs, training_args.reward_weights = get_reward_funcs(
-            script_args.reward_funcs,
-            weights=training_args.reward_weights,
-            accuracy_mode=script_args.accuracy_mode,
-            accuracy_requires_format=script_args.accuracy_requires_format,
-            length_scale=script_args.length_scale,
-            tokenizer=processor.tokenizer,
+            script_args, training_args.reward_weights, tokenizer=processor.tokenizer
         )
     except ValueError as err:
         raise RecipeError(str(err)) from None

@@ -31,7 +31,7 @@ from recipes.args import RecipeArguments
 from recipes.data import to_prompts
 from recipes.errors import RecipeError
 from recipes.prompts import get_template, render
-from rewards import get_reward_funcs
+from rewards import build_reward
 from rewards.format import format_ok
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,7 @@ class HeldoutAccuracyCallback(TrainerCallback):
         if script_args.heldout_samples is not None:
             records = records.select(range(min(script_args.heldout_samples, len(records))))
         self.dataset = to_prompts(records, get_template(script_args.prompt_template))
-        (self.accuracy,), _ = get_reward_funcs(
-            ["accuracy"],
-            accuracy_mode=script_args.accuracy_mode,
-            accuracy_requires_format=script_args.accuracy_requires_format,
-        )
+        self.accuracy = build_reward("accuracy", script_args)  # the run's accuracy reward, with its options
         args = trainer.args
         self.max_new_tokens = (
             script_args.heldout_max_new_tokens

@@ -119,6 +119,7 @@ def log_history(run_dir: Path) -> list[dict]:
     return json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
 
 
+@pytest.mark.slow  # uses the module's tiny ablation suite (about 100 s)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_run_logs_its_metrics_at_every_step(suite, experiment):
     run_dir = suite / experiment
@@ -134,6 +135,7 @@ def test_every_run_logs_its_metrics_at_every_step(suite, experiment):
     assert summary  # each model was evaluated where compare looks for it
 
 
+@pytest.mark.slow  # uses the module's tiny ablation suite (about 100 s)
 def test_the_report_holds_every_run_and_its_cvbench_result(suite):
     page = (suite / "report.html").read_text()
     assert (suite / "report.png").read_bytes().startswith(b"\x89PNG")
@@ -149,6 +151,7 @@ def test_the_report_holds_every_run_and_its_cvbench_result(suite):
     assert "not logged: accuracy reward" in sft_row
 
 
+@pytest.mark.slow  # uses the module's tiny ablation suite (about 100 s)
 def test_trajectories_are_dumped_when_on_and_absent_when_off(suite, sat_records_dir):
     record_ids = set(load_from_disk(str(sat_records_dir))["id"])
     for experiment in DUMPED:
@@ -168,6 +171,7 @@ def test_trajectories_are_dumped_when_on_and_absent_when_off(suite, sat_records_
         assert not (suite / experiment / "trajectories").exists()
 
 
+@pytest.mark.slow  # uses the module's tiny ablation suite (about 100 s)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_the_offline_wandb_run_holds_the_completions_table_with_images(suite, experiment):
     """What W&B wrote in plain files (its binary .wandb record log is read by W&B only, through `wandb sync`)."""
@@ -188,6 +192,7 @@ def test_the_offline_wandb_run_holds_the_completions_table_with_images(suite, ex
     assert isinstance(prompt[-1]["content"], str) and "<image>" in prompt[-1]["content"]  # image parts as text
 
 
+@pytest.mark.slow  # uses the module's tiny ablation suite (about 100 s)
 def test_the_completions_tables_carry_the_prompt_images(suite):
     """W&B stages each logged table, with its images, as artifact files under WANDB_DATA_DIR until `wandb sync`."""
     staged = [p for p in (suite / "wandb-data").rglob("*") if p.is_file()]

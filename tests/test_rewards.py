@@ -7,11 +7,16 @@ Property-based tests (equivalence with the paper's regexes, robustness on genera
 from __future__ import annotations
 
 import pickle
+import re
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from recipes.args import RecipeArguments
 from rewards import (
     DEFAULT_WEIGHTS,
     REFLECTION_PHRASES,
@@ -19,6 +24,7 @@ from rewards import (
     AccuracyReward,
     LengthReward,
     accuracy_reward,
+    build_reward,
     format_reward,
     get_reward_funcs,
     reflection_reward,
@@ -278,13 +284,13 @@ def test_length_needs_a_tokenizer():
 def test_length_scale_is_defined_once():
     # The registry's default is the paper's; every paper and tiny config that uses the length reward (the paper's
     # ablation) sets the same value. The mini experiment's ablations choose their own scale for their short answers.
-    import yaml
 
     from recipes.cli import CONFIG_DIR
     from rewards.length import DEFAULT_LENGTH_SCALE
 
     assert DEFAULT_LENGTH_SCALE == 0.001
-    assert get_reward_funcs("length", tokenizer=word_tokenizer(), length_scale=None)[0][0].scale == 0.001
+    options = RecipeArguments(reward_funcs=["length"], length_scale=None)
+    assert get_reward_funcs(options, tokenizer=word_tokenizer())[0][0].scale == 0.001
     for path in [*CONFIG_DIR.glob("paper/*.yaml"), *CONFIG_DIR.glob("tiny/*.yaml")]:
         config = yaml.safe_load(path.read_text()) or {}
         if "length" in (config.get("reward_funcs") or []):
@@ -335,9 +341,43 @@ def test_reflection_mean_is_the_fraction_of_reflective_completions():
 # -------------------------------------------------------------------------------------------------------- registry
 
 
-def test_registry_names_and_default_weights():
-    assert REWARD_NAMES == ("accuracy", "format", "length", "reflection")
-    assert dict(DEFAULT_WEIGHTS) == {"accuracy": 1.0, "format": 1.0, "length": 1.0, "reflection": 0.0}
+def test_the_papers_rewards_are_registered_with_their_weights_and_documented():
+    import rewards
+
+    assert {"accuracy": 1.0, "format": 1.0, "length": 1.0, "reflection": 0.0}.items() <= DEFAULT_WEIGHTS.items()
+    for name in REWARD_NAMES:  # the package docstring names every registered reward
+        assert f"``{name}``" in rewards.__doc__, name
+
+
+def test_every_registered_reward_builds_from_default_options_with_a_log_name():
+    funcs, weights = get_reward_funcs(RecipeArguments(reward_funcs=list(REWARD_NAMES)), tokenizer=word_tokenizer())
+    assert [f.__name__ for f in funcs][:4] == [
+        "accuracy_reward",
+        "format_reward",
+        "length_reward",
+        "reflection_reward",
+    ]
+    assert weights == [DEFAULT_WEIGHTS[name] for name in REWARD_NAMES]
+
+
+class Recording:
+    """Parsed options that record which of them a reward builder reads."""
+
+    def __init__(self, options):
+        self._options, self.read = options, set()
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._options, name)
+
+
+@pytest.mark.parametrize("name", REWARD_NAMES)
+def test_every_parameter_a_builder_reads_is_a_recipe_option(name):
+    # A builder reading a misspelt option would silently get the default: every name it reads must be a field that
+    # the YAML and the command line can set.
+    options = Recording(RecipeArguments(reward_funcs=[name]))
+    build_reward(name, options, word_tokenizer())
+    assert options.read <= set(RecipeArguments.__dataclass_fields__), options.read
 
 
 def test_get_reward_funcs_builds_only_the_requested_rewards_in_order():
@@ -346,12 +386,6 @@ def test_get_reward_funcs_builds_only_the_requested_rewards_in_order():
     assert weights == [1.0, 1.0]
     funcs, weights = get_reward_funcs("reflection")
     assert [f.__name__ for f in funcs] == ["reflection_reward"] and weights == [0.0]
-
-
-def test_get_reward_funcs_all_names_have_stable_log_names():
-    funcs, weights = get_reward_funcs(list(REWARD_NAMES), tokenizer=word_tokenizer())
-    assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "length_reward", "reflection_reward"]
-    assert weights == [1.0, 1.0, 1.0, 0.0]
 
 
 def test_get_reward_funcs_weights_override_defaults():
@@ -364,44 +398,175 @@ def test_get_reward_funcs_weight_count_mismatch_names_both_lengths():
         get_reward_funcs(["accuracy", "format"], weights=[1.0, 1.0, 1.0])
 
 
-def test_unknown_reward_name_lists_every_valid_name():
+def test_unknown_reward_name_lists_every_valid_name_and_the_dotted_form():
     with pytest.raises(ValueError) as info:
         get_reward_funcs(["accuracy", "acuracy"])
     assert not isinstance(info.value, KeyError)
-    assert "'acuracy'" in str(info.value)
+    assert "'acuracy'" in str(info.value) and "package.module:function" in str(info.value)
     for name in REWARD_NAMES:
         assert name in str(info.value)
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "options, weights, message",
     [
-        ({"names": ["accuracy"], "length_sclae": 0.1}, "length_sclae"),
-        ({"names": []}, "no reward names"),
-        ({"names": ["format", "format"]}, "more than once"),
-        ({"names": ["accuracy"], "accuracy_mode": "lenient"}, "accuracy mode"),
-        ({"names": ["length"], "length_scale": "big"}, "length scale"),
-        ({"names": ["accuracy"], "weights": ["heavy"]}, "weights must be numbers"),
+        ([], None, "no reward names"),
+        (["format", "format"], None, "more than once"),
+        (RecipeArguments(reward_funcs=["accuracy"], accuracy_mode="lenient"), None, "accuracy mode"),
+        (RecipeArguments(reward_funcs=["length"], length_scale="big"), None, "length scale"),
+        (["accuracy"], ["heavy"], "weights must be numbers"),
+        (["format", "rewards.format:format_reward"], None, "rewards/format_reward/mean"),
     ],
 )
-def test_get_reward_funcs_rejects_bad_requests(kwargs, message):
+def test_get_reward_funcs_rejects_bad_requests(options, weights, message):
     with pytest.raises(ValueError, match=message):
-        get_reward_funcs(**kwargs)
+        get_reward_funcs(options, weights, tokenizer=word_tokenizer())
 
 
-def test_get_reward_funcs_passes_parameters():
+def test_get_reward_funcs_reads_each_rewards_parameters_from_the_options():
     tokenizer = word_tokenizer()
-    (accuracy, length), _ = get_reward_funcs(
-        ["accuracy", "length"],
+    options = RecipeArguments(
+        reward_funcs=["accuracy", "length"],
         accuracy_mode="gold_first",
         accuracy_requires_format=True,
         length_scale=0.5,
-        tokenizer=Holder(tokenizer),
     )
-    assert (accuracy.mode, accuracy.require_format) == ("gold_first", True)
+    (accuracy, length), weights = get_reward_funcs(options, tokenizer=Holder(tokenizer))
+    assert (accuracy.mode, accuracy.require_format) == ("gold_first", True) and weights == [1.0, 1.0]
     assert accuracy(["<think>x</think><answer>left</answer>", "left"], solution=["left"] * 2) == [1.0, 0.0]
     assert length(["left left"]) == [1.0]
     assert length.tokenizer is tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- dotted paths
+
+USER_REWARDS = """
+from rewards import completion_text
+
+def says_left(completions, **kwargs):
+    return [1.0 if "left" in completion_text(c) else 0.0 for c in completions]
+
+class Scaled:
+    __name__ = "scaled_reward"
+
+    def __call__(self, completions, **kwargs):
+        return [2.0 for _ in completions]
+
+scaled = Scaled()
+nameless = type("Nameless", (), {"__call__": lambda self, completions, **kw: [0.0] * len(completions)})()
+"""
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    """An importable package of the user's own, ``user_pkg.rewards``, outside the repository."""
+    package = tmp_path / "user_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rewards.py").write_text(USER_REWARDS)
+    (package / "broken.py").write_text("import not_installed_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "user_pkg"
+    for module in ("user_pkg", "user_pkg.rewards", "user_pkg.broken"):
+        sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("spec", ["user_pkg.rewards:says_left", "user_pkg.rewards.says_left"])
+def test_a_dotted_path_names_any_importable_reward(user_package, spec):
+    funcs, weights = get_reward_funcs(["accuracy", spec])
+    assert [f.__name__ for f in funcs] == ["accuracy_reward", "says_left"] and weights == [1.0, 1.0]
+    assert funcs[1]([conv("it is left"), "right"]) == [1.0, 0.0]
+
+
+def test_a_dotted_path_may_name_a_reward_object_with_a_fixed_name(user_package):
+    (scaled,), _ = get_reward_funcs(["user_pkg.rewards:scaled"], weights=[0.5])
+    assert scaled.__name__ == "scaled_reward" and scaled(["x"]) == [2.0]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nowhere_pkg.mod:func", "no module 'nowhere_pkg' on the Python path; valid names: accuracy"),
+        ("user_pkg.rewards:says_right", "user_pkg.rewards has no 'says_right'; valid names: accuracy"),
+        ("user_pkg.broken:func", "importing user_pkg.broken failed: No module named 'not_installed_anywhere'"),
+        ("user_pkg.rewards:Scaled", "not a reward function"),
+        ("user_pkg.rewards:nameless", "has no __name__"),
+        ("user_pkg.rewards", "has no 'rewards'"),
+    ],
+)
+def test_a_dotted_path_that_cannot_be_a_reward_says_why(user_package, spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_reward_funcs(["accuracy", spec])
+
+
+def test_a_bad_reward_is_refused_at_parse_time_before_anything_loads(tmp_path):
+    from recipes import grpo_base
+    from recipes.cli import CONFIG_DIR, validate_parsed
+    from recipes.errors import RecipeError
+
+    argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tmp_path / "none")]
+    argv += ["--dataset_path", str(tmp_path / "none"), "--output_dir", str(tmp_path / "run")]
+    for extra, message in [
+        (["--reward_funcs", "accuracy", "fromat", "reflection"], "unknown reward name 'fromat'"),
+        (["--reward_weights", "1", "1"], "3 reward names"),
+    ]:
+        parsed = grpo_base.make_parser().parse_args_and_config([*argv, *extra])
+        with pytest.raises(RecipeError, match=message):
+            validate_parsed(*parsed)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ README, "Add a reward"
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def add_a_reward_section() -> tuple[str, str, str]:
+    """(file name, Python code, YAML) of the README's "Add a reward" section, as a reader copies them."""
+    text = README.read_text()
+    section = text[text.index("### Add a reward") :]
+    section = section[: section.index("\n## ")]
+    python = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    config = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    filename = python.splitlines()[0].removeprefix("# ").strip()
+    return filename, python, config
+
+
+@pytest.fixture
+def readme_reward(tmp_path, monkeypatch):
+    filename, python, config = add_a_reward_section()
+    (tmp_path / filename).write_text(python)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield yaml.safe_load(config)
+    sys.modules.pop(filename.removesuffix(".py"), None)
+
+
+def test_the_readmes_add_a_reward_section_works_as_written(readme_reward):
+    options = RecipeArguments(reward_funcs=readme_reward["reward_funcs"])
+    funcs, weights = get_reward_funcs(options, readme_reward["reward_weights"], tokenizer=word_tokenizer())
+    assert weights == readme_reward["reward_weights"]
+    reward = funcs[-1]
+    assert reward.__name__ == "short_reward"
+    completions = [conv("<think>short</think><answer>left</answer>"), conv("x" * 401), "left"]
+    assert reward(completions=completions, prompts=[BASE_CONV] * 3, solution=["left"] * 3) == [1.0, 0.0, 1.0]
+    assert pickle.loads(pickle.dumps(reward))(completions=completions) == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_the_readmes_reward_trains_and_is_logged(readme_reward, tiny_base_dir, sat_records_dir, tmp_path):
+    from recipes import grpo_base
+    from recipes.cli import CONFIG_DIR
+
+    config = yaml.safe_load((CONFIG_DIR / "tiny/grpo_base.yaml").read_text())
+    config.update(readme_reward)  # the section's two YAML lines, in a shipped config
+    path = tmp_path / "my_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["--config", str(path), "--model_name_or_path", str(tiny_base_dir), "--dataset_path", str(sat_records_dir)]
+    argv += ["--output_dir", str(tmp_path / "run"), "--report_to", "none", "--max_steps", "1"]
+    trainer = grpo_base.main(*grpo_base.make_parser().parse_args_and_config(argv))
+    entry = trainer.state.log_history[0]
+    assert "rewards/short_reward/mean" in entry and "rewards/accuracy_reward/mean" in entry
+    assert trainer.args.reward_weights == [1.0, 1.0, 0.0, 0.5]
 
 
 # -------------------------------------------------------------------------------------------------------- pickling
@@ -423,7 +588,9 @@ PICKLE_BATCH = {
 def all_reward_variants() -> list:
     variants = [format_reward, accuracy_reward, reflection_reward]
     variants += get_reward_funcs(list(REWARD_NAMES), tokenizer=word_tokenizer())[0]
-    variants += get_reward_funcs(["accuracy"], accuracy_mode="gold_first", accuracy_requires_format=True)[0]
+    variants.append(
+        build_reward("accuracy", RecipeArguments(accuracy_mode="gold_first", accuracy_requires_format=True))
+    )
     variants.append(LengthReward(Holder(word_tokenizer()), scale=0.01))
     return variants
 

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from rewards import AccuracyReward, LengthReward, get_reward_funcs
+from rewards import AccuracyReward, LengthReward, build_reward, get_reward_funcs
 from rewards.answers import (
     PAPER_ANSWER_PATTERN,
     PAPER_EVAL_ANSWER_PATTERN,
@@ -105,7 +106,7 @@ class SplitTokenizer:
 
 REWARDS = (
     get_reward_funcs(["accuracy", "format", "length", "reflection"], tokenizer=SplitTokenizer())[0]
-    + get_reward_funcs(["accuracy"], accuracy_mode="gold_first")[0]
+    + [build_reward("accuracy", SimpleNamespace(accuracy_mode="gold_first"))]
     + [AccuracyReward(mode="gold_first", require_format=True), AccuracyReward(require_format=True)]
 )
 # Generated inputs are short, so the robustness test runs a real `transformers` (Rust) tokenizer too.

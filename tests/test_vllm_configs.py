@@ -2,7 +2,8 @@
 
 A vLLM config may differ from its base only in TRL's vLLM keys and in where the run goes (output_dir, run_name), so
 switching generation backends can never change the paper's settings unnoticed; and it must parse, with the recipe's
-own parser, into a GRPOConfig that turns vLLM on with the paper's sampling settings.
+own parser, into a GRPOConfig that turns vLLM on with the paper's sampling settings and without TRL's
+importance-sampling weight (the paper's estimator; why: the configs' comment and tests/test_vllm_weights.py).
 """
 
 from __future__ import annotations
@@ -73,9 +74,29 @@ def test_a_vllm_config_parses_into_a_grpo_config_with_vllm_on_and_the_paper_samp
     # The paper's sampling, handed by GRPOTrainer to vLLM; generation_kwargs would override it in colocate mode.
     assert (args.temperature, args.top_k, args.top_p, args.repetition_penalty) == (1.0, 50, 1.0, 1.0)
     assert args.min_p is None and args.generation_kwargs is None
-    assert args.max_completion_length == 700 and args.vllm_max_model_length is None
-    assert args.vllm_importance_sampling_correction and args.vllm_importance_sampling_mode == "sequence_mask"
+    assert args.max_completion_length == 700 and args.vllm_max_model_length is None  # no completion cut short
     assert model_args.model_name_or_path.startswith("Qwen/Qwen2-VL-2B")
+
+
+@pytest.mark.parametrize("config", VLLM_CONFIGS, ids=lambda p: p.stem)
+def test_a_vllm_config_sets_every_vllm_default_that_changes_the_training(config):
+    """TRL 1.16's vLLM defaults that would move the run away from the paper's, each set and pinned here."""
+    variant = yaml.safe_load(config.read_text())
+    parser = PARSERS[header_command(config)[2]]()
+    _, args, _ = parser.parse_args_and_config(["--config", str(config), "--use_cpu", "true"])
+
+    # TRL defaults the importance-sampling correction on; with top_k it weights completions by the top-k tail mass
+    # (tests/test_vllm_weights.py). Off = the paper's on-policy loss. Written in the file, not left to the default.
+    assert variant["vllm_importance_sampling_correction"] is False and not args.vllm_importance_sampling_correction
+    # DeepSeek-V3.2's off-policy mask would read vLLM's processed log-probabilities as well.
+    assert args.off_policy_mask_threshold is None
+    # No guided decoding; vLLM's own model implementation (TRL's default, written out so a TRL change shows here).
+    assert "vllm_structured_outputs_regex" in variant and args.vllm_structured_outputs_regex is None
+    assert variant["vllm_model_impl"] == args.vllm_model_impl == "vllm"
+    # The comment block states the choice and the audit; the README's differences section says it once more.
+    text = config.read_text()
+    for fact in ("processed_logprobs", "stop tokens", "guided decoding", "precision", "prefix caching"):
+        assert fact in text, f"{config.name}: the vLLM audit does not mention {fact!r}"
 
 
 @pytest.mark.parametrize("config", VLLM_CONFIGS, ids=lambda p: p.stem)
