@@ -182,6 +182,10 @@ ARCHITECTURE_KEYS = {
 }
 
 
+# ModelConfig options (besides lora_*) that decide the adapter's shape.
+ADAPTER_KEYS = {"use_peft", "use_rslora", "use_dora"}
+
+
 def _architecture(config_file: Path) -> dict[str, Any] | None:
     """The shape-defining entries of a ``config.json`` (nested ones by path, e.g. ``text_config.hidden_size``)."""
     if not config_file.is_file():
@@ -204,9 +208,9 @@ def check_resume_fits(checkpoint: str, model_args) -> None:
     model = dict(vars(model_args)) if not is_dataclass(model_args) else asdict(model_args)
     if before is not None:
         old = before.get("model") or {}
-        for key in sorted(k for k in old.keys() | model.keys() if k == "use_peft" or k.startswith("lora_")):
-            if key != "use_peft" and not (old.get("use_peft") and model.get("use_peft")):
-                continue
+        for key in sorted(k for k in old.keys() | model.keys() if k in ADAPTER_KEYS or k.startswith("lora_")):
+            if key == "lora_dropout" or (key != "use_peft" and not (old.get("use_peft") and model.get("use_peft"))):
+                continue  # dropout acts in training only; LoRA settings matter only with an adapter on both sides
             if plain(old.get(key)) != plain(model.get(key)):
                 problems.append(f"{key}: {old.get(key)} there, {model.get(key)} now")
     ours = _architecture(Path(model_args.model_name_or_path).expanduser() / "config.json")
@@ -217,7 +221,7 @@ def check_resume_fits(checkpoint: str, model_args) -> None:
         problems += provenance.differences(theirs, ours)
     if problems:
         raise RecipeError(
-            f"cannot resume from {checkpoint}: it was written by a model that this run's cannot load "
+            f"cannot resume from {checkpoint}: its weights cannot be loaded into the model this run builds "
             f"({'; '.join(problems)}; compared with {source or Path(checkpoint) / 'config.json'}). Resume with the "
             "model and use_peft/lora settings it was trained with, or start a new run in another --output_dir"
         )

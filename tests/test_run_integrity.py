@@ -269,6 +269,14 @@ def test_resuming_with_use_peft_toggled_is_refused(run_copy, tiny_base_dir, sat_
     assert code == 2 and "Traceback" not in err
     assert f"cannot resume from {run_copy / 'checkpoint-3'}" in err and "use_peft: False there, True now" in err
     assert tree(run_copy) == before
+    # An adapter of another rank does not load either (its run's recorded LoRA settings, edited to say so).
+    recorded = run_copy / "checkpoint-3" / RESOLVED_CONFIG
+    config = yaml.safe_load(recorded.read_text())
+    config["model"].update(use_peft=True, lora_r=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
+    recorded.write_text(yaml.safe_dump(config))
+    code, err = cli(grpo_base, [*argv, "--lora_r", "16", "--lora_dropout", "0.1"], capsys)
+    assert code == 2 and "lora_r: 8 there, 16 now" in err
+    assert "use_peft:" not in err and "lora_dropout" not in err  # dropout acts in training only
 
 
 def test_resuming_into_another_architecture_is_refused(run_copy, sat_records_dir, tmp_path, capsys):
