@@ -221,12 +221,15 @@ def test_a_named_torn_checkpoint_is_refused_with_the_newest_complete_one(
     assert tree(run_copy) == before
 
 
-def test_an_optimizer_state_that_opens_but_does_not_load_is_refused(run_copy, tiny_base_dir, sat_records_dir, capsys):
-    # A zip archive whose pickle is damaged: the archive check passes, loading it would fail after the model loaded.
-    optimizer = run_copy / "checkpoint-3" / "optimizer.pt"
-    with zipfile.ZipFile(optimizer, "w") as archive:
+def unpicklable(path: Path) -> None:
+    """A zip archive whose pickle is damaged: the archive opens, loading it would fail after the model loaded."""
+    with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("optimizer/data.pkl", b"\x80\x04not a pickle")
         archive.writestr("optimizer/version", "3\n")
+
+
+def test_an_optimizer_state_that_opens_but_does_not_load_is_refused(run_copy, tiny_base_dir, sat_records_dir, capsys):
+    unpicklable(run_copy / "checkpoint-3" / "optimizer.pt")
     before = tree(run_copy)
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
     code, err = cli(grpo_base, [*argv, "--resume_from_checkpoint", str(run_copy / "checkpoint-3")], capsys)
@@ -289,15 +292,22 @@ def test_resuming_into_another_architecture_is_refused(run_copy, sat_records_dir
     assert not resumed.exists()
 
 
-def test_last_resumes_from_the_newest_complete_checkpoint(run_copy, tiny_base_dir, sat_records_dir, caplog):
-    truncate(run_copy / "checkpoint-3" / "model.safetensors")  # killed while saving step 3
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda c: truncate(c / "model.safetensors"), "model.safetensors is unreadable"),  # killed while saving
+        (lambda c: unpicklable(c / "optimizer.pt"), "optimizer.pt opens but does not load"),
+    ],
+    ids=["weights-torn", "optimizer-unpicklable"],
+)
+def test_last_resumes_from_the_newest_complete_checkpoint(
+    damage, reason, run_copy, tiny_base_dir, sat_records_dir, caplog
+):
+    damage(run_copy / "checkpoint-3")
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", str(STEPS))
     with caplog.at_level(logging.INFO, logger="recipes"):
         trainer = train(grpo_base, [*argv, "--save_steps", "1", "--resume_from_checkpoint", "last"])
-    assert (
-        "skipping incomplete checkpoint" in caplog.text
-        and "checkpoint-3: model.safetensors is unreadable" in caplog.text
-    )
+    assert "skipping incomplete checkpoint" in caplog.text and f"checkpoint-3: {reason}" in caplog.text
     assert f"resuming from {run_copy / 'checkpoint-2'}" in caplog.text
     assert trainer.state.global_step == STEPS
     # Only step 3 was trained again, and its checkpoint is whole again.
