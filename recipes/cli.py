@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import string
 import sys
 import types
@@ -206,7 +207,7 @@ def completion_template_problems(template: str) -> list[str]:
     return [
         f"completion_template: unknown field {{{name}}}: the only field is {{answer}} (the record's answer)"
         for name in dict.fromkeys(fields)
-        if name != "answer"
+        if re.split(r"[.\[]", name)[0] != "answer"  # {answer!r}, {answer:>9}, {answer[0]} are all {answer}
     ]
 
 
