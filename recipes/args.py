@@ -59,8 +59,9 @@ class RecipeArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Allow writing into an output_dir that already holds a finished run or checkpoints (replacing "
-            "them); without it such a run is refused unless it resumes (--resume_from_checkpoint)."
+            "help": "Replace the recipe run recorded in output_dir: exactly the paths it recorded (provenance.json) "
+            "are deleted, just before training; other files stay. Without it such a folder is refused unless the "
+            "run resumes it (--resume_from_checkpoint). A folder with files but no record is always refused."
         },
     )
     prompts_per_step: int | None = field(

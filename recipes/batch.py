@@ -56,6 +56,17 @@ def accumulation_for(prompts_per_step: int, per_device: int, generations: int, w
     return sequences // per_micro_step
 
 
+def flags_given(argv: list[str]) -> set[str]:
+    """The option names on a command line, in their field spelling: ``--gradient-accumulation-steps=3`` (argparse
+    accepts dashes and ``=``) and ``--gradient_accumulation_steps 3`` both give ``gradient_accumulation_steps``.
+
+    Example:
+        >>> sorted(flags_given(["--gradient-accumulation-steps", "3", "--config=x.yaml", "-v", "3"]))
+        ['config', 'gradient_accumulation_steps']
+    """
+    return {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--") and len(a) > 2}
+
+
 def derive_accumulation(parser, argv: list[str], parsed: tuple) -> tuple:
     """Re-parse with the gradient accumulation that gives ``prompts_per_step`` on this launch's processes."""
     if len(parsed) < 2 or getattr(parsed[0], "prompts_per_step", None) is None:  # e.g. the evaluation's parser
@@ -67,7 +78,7 @@ def derive_accumulation(parser, argv: list[str], parsed: tuple) -> tuple:
     )
     given = training_args.gradient_accumulation_steps
     # Set on the command line, or in the YAML (anything but the default 1): a contradiction is refused, not replaced.
-    explicit = any(a.split("=")[0] == "--gradient_accumulation_steps" for a in argv) or given != 1
+    explicit = "gradient_accumulation_steps" in flags_given(argv) or given != 1
     if explicit and given != accumulation:
         raise RecipeError(
             f"gradient_accumulation_steps {given} contradicts prompts_per_step={target} (which needs {accumulation} "

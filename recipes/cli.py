@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
+import string
 import sys
 import types
 import typing
@@ -12,7 +15,7 @@ from typing import Any
 
 import torch
 
-from recipes.batch import derive_accumulation
+from recipes.batch import derive_accumulation, flags_given
 from recipes.compat import skip_deepspeed_shm_op
 from recipes.errors import RecipeError
 from rewards import check_reward_request
@@ -24,10 +27,27 @@ PREP_COMMAND = "python -m data_prep.sat --input array/SAT --output {path} --limi
 
 
 def default_config_args(argv: list[str], default_config: str | None) -> list[str]:
-    """Command-line arguments with ``--config <default>`` added when the user gave none (and there is a default)."""
-    if default_config is None or "--config" in argv:
+    """Command-line arguments with ``--config <default>`` added when the user gave none (and there is a default).
+
+    ``--config=FILE`` is split in two: TrlParser recognises ``--config FILE`` only.
+    """
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    if default_config is None or "config" in flags_given(argv):
         return argv
     return ["--config", str(CONFIG_DIR / default_config), *argv]
+
+
+def check_config_file(argv: list[str]) -> None:
+    """A ``--config`` file that does not exist is named (TrlParser would raise a bare FileNotFoundError)."""
+    for i, arg in enumerate(argv):
+        if arg != "--config":
+            continue
+        path = argv[i + 1] if i + 1 < len(argv) else ""
+        if not Path(path).expanduser().is_file():
+            raise RecipeError(
+                f"--config {path}: no such file. The shipped configs are under {CONFIG_DIR.relative_to(REPO_ROOT)}/ "
+                "(paper/, tiny/, ...), e.g. --config recipes/configs/tiny/grpo_base.yaml"
+            )
 
 
 def run_cli(main, parser, argv: list[str] | None, default_config: str | None) -> None:
@@ -36,6 +56,7 @@ def run_cli(main, parser, argv: list[str] | None, default_config: str | None) ->
     skip_deepspeed_shm_op()  # before parsing: the training arguments start DeepSpeed's comm backend
     args = default_config_args(sys.argv[1:] if argv is None else argv, default_config)
     try:
+        check_config_file(args)
         try:
             parsed = parser.parse_args_and_config(args)
             parsed = derive_accumulation(parser, args, parsed)
@@ -72,6 +93,8 @@ GRPO_CHOICES = {
     "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),
     "importance_sampling_level": ("token", "sequence"),
 }
+# The values wandb 0.31 accepts for WANDB_MODE (wandb_settings.Settings.mode).
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
 AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length")
 NO_CHECKPOINT = (None, False, "", "false", "False", True, "true", "True", "last")
 _SCALARS = (bool, int, float)
@@ -128,6 +151,12 @@ def option_problems(training_args: Any) -> list[str]:
             value = getattr(training_args, name, None)
             if value is not None and value not in choices:
                 problems.append(f"{name}: {value!r} is not one of {', '.join(choices)} (TRL 1.16)")
+    temperature = getattr(training_args, "temperature", None)
+    if hasattr(training_args, "num_generations") and isinstance(temperature, (int, float)) and temperature <= 0:
+        problems.append(
+            f"temperature: {temperature} must be above 0: GRPO samples num_generations completions per prompt "
+            "(the paper: 1.0); greedy decoding would make them identical"
+        )
     for name in AT_LEAST_ONE:
         value = getattr(training_args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
@@ -157,7 +186,38 @@ def recipe_problems(script_args: Any, training_args: Any) -> list[str]:
                 "dump_trajectories writes the completions TRL logs: set log_completions: true (log_multimodal: "
                 "false keeps images out of W&B), or remove dump_trajectories"
             )
+    template = getattr(script_args, "completion_template", None)
+    if template is not None:
+        problems += completion_template_problems(template)
+    problems += wandb_mode_problems(training_args)
     return problems
+
+
+def completion_template_problems(template: str) -> list[str]:
+    """``completion_template`` must be a format string over ``{answer}`` only.
+
+    Example:
+        >>> completion_template_problems("<answer> {anwser} </answer>")
+        ["completion_template: unknown field {anwser}: the only field is {answer} (the record's answer)"]
+    """
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        return [f"completion_template: {err} (write a literal brace as {{{{ or }}}})"]
+    return [
+        f"completion_template: unknown field {{{name}}}: the only field is {{answer}} (the record's answer)"
+        for name in dict.fromkeys(fields)
+        if re.split(r"[.\[]", name)[0] != "answer"  # {answer!r}, {answer:>9}, {answer[0]} are all {answer}
+    ]
+
+
+def wandb_mode_problems(training_args: Any) -> list[str]:
+    """An exported ``WANDB_MODE`` that W&B would refuse when the run starts logging (after the model loaded)."""
+    mode = os.environ.get("WANDB_MODE")
+    report_to = getattr(training_args, "report_to", None) or []
+    if mode is None or "wandb" not in report_to or mode in WANDB_MODES:
+        return []
+    return [f"WANDB_MODE={mode!r} is not a W&B mode: export one of {', '.join(WANDB_MODES)} (or unset it)"]
 
 
 def validate_parsed(*options: Any) -> None:

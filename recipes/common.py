@@ -2,8 +2,9 @@
 
 The recipes stay thin: each `main` calls these helpers, then hands everything to an unmodified TRL trainer. Where
 the pieces live: options `recipes/args.py`, command line `recipes/cli.py`, model and processor `recipes/models.py`,
-data and prompts `recipes/data.py` + `recipes/prompts.py`, run life cycle `recipes/runs.py`, reporting
-`recipes/callbacks.py`, held-out accuracy `recipes/heldout.py`, upstream workarounds `recipes/compat.py`.
+data and prompts `recipes/data.py` + `recipes/prompts.py`, output folder `recipes/run_folder.py`, checkpoints and
+resolved configuration `recipes/runs.py`, reporting `recipes/callbacks.py`, held-out accuracy `recipes/heldout.py`,
+upstream workarounds `recipes/compat.py`.
 """
 
 from __future__ import annotations

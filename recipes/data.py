@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def load_records(script_args: RecipeArguments) -> Dataset:
             f"no converted dataset at {path}.\nConvert SAT first: {PREP_COMMAND.format(path=path)}\n"
             f"or run the offline quickstart on synthetic data: {QUICKSTART}"
         )
+    check_prepared_bounds(path, script_args.min_pixels, script_args.max_pixels)
     records = load_from_disk(str(path))
     missing = {"messages", "images", "solution"} - set(records.column_names)
     if missing:
@@ -33,6 +35,33 @@ def load_records(script_args: RecipeArguments) -> Dataset:
     if script_args.max_train_samples is not None:
         records = records.select(range(min(script_args.max_train_samples, len(records))))
     return records
+
+
+def check_prepared_bounds(path: Path, min_pixels: int, max_pixels: int) -> None:
+    """Refuse records whose images `data_prep.sat` resized at other pixel bounds than the run's.
+
+    Its ``prep_report.json`` gives the bounds it resized to and how many images it resized. Resized at other bounds,
+    the images have lost (or been given) pixels the run's bounds would not: the model would train at another
+    resolution than the one stated, and than the evaluation of its checkpoints uses. Records whose images were all
+    kept as they were (none resized, or ``--keep-original-images``) hold the source's pixels: any bounds are fine.
+    """
+    report_path = path / "prep_report.json"
+    if not report_path.is_file():
+        logger.info("%s has no prep_report.json: its image bounds cannot be checked", path)
+        return
+    try:
+        images = json.loads(report_path.read_text())["images"]
+        prepared = (int(images["min_pixels"]), int(images["max_pixels"]))
+        resized = int(images.get("resized", 1)) and not images.get("keep_original", False)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RecipeError(f"{report_path} is unreadable ({err}): convert the data again") from None
+    if resized and prepared != (min_pixels, max_pixels):
+        raise RecipeError(
+            f"{path} was prepared at min_pixels {prepared[0]} / max_pixels {prepared[1]} ({images['resized']} images "
+            f"resized to fit) but this run's bounds are min_pixels {min_pixels} / max_pixels {max_pixels}: set "
+            f"min_pixels: {prepared[0]} and max_pixels: {prepared[1]} in the config, or convert again with "
+            f"--min-pixels {min_pixels} --max-pixels {max_pixels}"
+        )
 
 
 def to_prompts(

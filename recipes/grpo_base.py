@@ -22,7 +22,7 @@ from recipes.cli import RecipeError, run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import check_run, train_and_save, write_resolved_config
+from recipes.run_folder import check_run, claim, train_and_save
 from rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ DEFAULT_CONFIG = "paper/grpo_base.yaml"
 
 
 def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer | None:
-    # Run folder: no earlier run overwritten unless asked, a complete checkpoint to resume; nothing loaded yet.
-    checkpoint = check_run(script_args, training_args, model_args)
+    # Run folder: not an input, no earlier run replaced unless asked, a sound checkpoint to resume; nothing loaded.
+    run = check_run(script_args, training_args, model_args)
     # Data and processor: records → the experiment's prompts; fails early (with the fix) on missing model or data.
     template, processor, dataset = prepare(script_args, training_args, model_args)
     log_prompts(processor, dataset, script_args.dry_run_samples, to_stdout=script_args.dry_run)
@@ -49,21 +49,22 @@ def main(script_args: RecipeArguments, training_args: GRPOConfig, model_args: Mo
     # Model: loaded here (not by the trainer) so the freeze options apply before the optimizer sees the parameters.
     model = load_model(model_args, script_args, training_args)
     check_master_weights(model, training_args)
-    write_resolved_config(script_args, training_args, model_args, checkpoint)  # logged too; compared on resume
 
-    # Trainer
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=log_prompt_ids(reward_funcs),  # each completion's record id in TRL's completions table
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
-    )
-    attach_callbacks(trainer, script_args)
+    # Run folder: every check passed, so only now is a run it replaces deleted; held by this run until the end.
+    with claim(run, script_args, training_args, model_args):
+        # Trainer
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=log_prompt_ids(reward_funcs),  # each completion's record id in TRL's completions table
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
+        )
+        attach_callbacks(trainer, script_args)
 
-    # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
-    train_and_save(trainer, training_args, checkpoint)
+        # Train, then save the final model and processor (loadable with from_pretrained); the run is recorded.
+        train_and_save(trainer, run, training_args)
     return trainer
 
 

@@ -282,6 +282,27 @@ def delete_owned(folder: str | Path, name: str = ".", inputs: Iterable[str | Pat
     return removed
 
 
+def delete_nested(folder: str | Path, kinds: Iterable[str], inputs: Iterable[str | Path | None] = ()) -> list[Path]:
+    """Delete the outputs recorded in the sub-folders of ``folder`` whose every entry is of one of ``kinds``.
+
+    For outputs derived from what ``folder`` holds (e.g. the CV-Bench evaluation kept inside a run folder): when
+    that is replaced, they describe something gone. Each sub-folder loses exactly what its entries own; it is
+    removed only if nothing else (no file of the user's) is left in it.
+    """
+    folder, kinds = Path(folder), set(kinds)
+    removed: list[Path] = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()) if folder.is_dir() else []:
+        entries = read(sub) if (sub / RECORD).is_file() else {}
+        if not entries or any(e.get("kind") not in kinds for e in entries.values()):
+            continue
+        for name in list(entries):
+            removed += delete_owned(sub, name, inputs)
+        if {p.name for p in sub.iterdir()} <= {RECORD, LOCK, WRITER_LOCK}:
+            shutil.rmtree(sub)
+            removed.append(sub)
+    return removed
+
+
 # --- command line (for the shell launchers) --------------------------------------------------------------------------
 
 

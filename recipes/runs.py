@@ -1,19 +1,19 @@
-"""A run's life cycle: what its output folder may hold, which checkpoint it resumes, its resolved configuration.
+"""A run's checkpoints and resolved configuration: which checkpoint it resumes, whether that checkpoint fits.
 
-Called from each recipe's `main`, in this order, so that nothing is loaded or written before every check passed:
+The output folder itself (what it may hold, what a run owns and may delete) is `recipes/run_folder.py`, which calls
+these in each recipe's `main`:
 
-1. `check_run` (before anything loads): the model folder is a model; the output folder holds no earlier run unless
-   the run resumes it (``--resume_from_checkpoint``) or replaces it (``--overwrite_output_dir true``, which deletes
-   the earlier run's model, checkpoints and evaluation first); the checkpoint to resume is complete.
-2. `check_enough_data` (before the model loads): the data gives at least one optimizer step.
-3. `write_resolved_config` (before training): ``<output_dir>/resolved_config.yaml`` and the log get every setting
-   of the run; a resumed run is warned about each setting that differs from the checkpoint's run.
-4. `train_and_save`: training (resumed from the checkpoint `check_run` chose), then the final model.
+* `check_model_folder` and `resolve_checkpoint` + `check_resume_fits` (before anything loads): the model folder is a
+  model; the checkpoint to resume is complete, its optimizer state unpickles and its weights are finite; it was
+  written by the same architecture with the same use_peft/LoRA settings.
+* `check_enough_data` (before the model loads): the data gives at least one optimizer step.
+* `write_resolved_config` (just before training): ``<output_dir>/resolved_config.yaml`` and the log get every
+  setting of the run; a resumed run is warned about each setting that differs from the checkpoint's run.
 
 A checkpoint is complete when its trainer state parses, its weights' safetensors headers open (every shard of a
 sharded save), and its optimizer and scheduler states are readable archives (or DeepSpeed's own state folder is);
-``last`` means the newest complete one. Loading is only checked this cheaply: a multi-GB optimizer state is not
-read twice.
+``last`` means the newest complete one. The checkpoint chosen is also checked in depth (the optimizer's pickle read
+with its tensors memory-mapped, every weight checked for NaN), once, before the model loads.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ import json
 import logging
 import platform
 import re
-import shutil
 import zipfile
 from dataclasses import asdict, is_dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from safetensors import safe_open
 from transformers import TrainerCallback
 
 from data_prep.files import write_atomic
-from recipes.compat import load_checkpoint_weights
 from recipes.errors import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -62,17 +61,6 @@ MODEL_FILES = (
     "merges.txt",
     "chat_template.json",
     "chat_template.jinja",
-)
-# What a recipe run writes into its output folder; `--overwrite_output_dir` deletes exactly these (never other files).
-RUN_FILES = (
-    "checkpoint-*",
-    "eval_cvbench",
-    "trajectories",
-    "completions",
-    TRAINER_STATE,
-    RESOLVED_CONFIG,
-    "training_args.bin",
-    *MODEL_FILES,
 )
 # Settings that may differ between a checkpoint's run and its resumption without changing what is trained.
 RESUME_NEUTRAL = {"resume_from_checkpoint", "overwrite_output_dir", "dry_run", "dry_run_samples"}
@@ -155,10 +143,50 @@ def checkpoints(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)), reverse=True)
 
 
-def newest_complete_checkpoint(folder: str | Path, quiet: bool = False) -> Path | None:
-    """The newest complete checkpoint in ``folder``; each newer incomplete one is logged with what is wrong."""
+def _unpickle_problem(path: Path) -> str | None:
+    """Why the optimizer state of a checkpoint does not load although its archive opens (a damaged pickle).
+
+    The pickle is read in full; the tensors are memory-mapped, not read, so a multi-GB state costs little.
+    """
+    optimizer = next((path / n for n in ("optimizer.pt", "optimizer.bin") if (path / n).is_file()), None)
+    if optimizer is None:
+        return None  # DeepSpeed keeps its optimizer state elsewhere (checked as an archive)
+    try:
+        torch.load(optimizer, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - unpickling fails with many error types
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"{optimizer.name} opens but does not load ({reason[:160]})"
+    return None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / s for s in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [folder / n for n in ("model.safetensors", "adapter_model.safetensors") if (folder / n).is_file()]
+
+
+def nonfinite_weights(path: str | Path) -> str | None:
+    """The first weight of the checkpoint ``path`` holding NaN or infinite values (None when all are finite).
+
+    Such a checkpoint was saved after training diverged: resuming from it can only go on producing NaN.
+    """
+    for file in _weight_files(Path(path)):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                tensor = handle.get_tensor(key)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    return f"{file.name}: {key} holds NaN or infinite values (training diverged before this save)"
+    return None
+
+
+def newest_complete_checkpoint(folder: str | Path, quiet: bool = False, deep: bool = False) -> Path | None:
+    """The newest complete checkpoint in ``folder``; each newer incomplete one is logged with what is wrong.
+
+    ``deep``: also unpickle each candidate's optimizer state (`_unpickle_problem`).
+    """
     for path in checkpoints(folder):
-        problem = checkpoint_problem(path)
+        problem = checkpoint_problem(path) or (_unpickle_problem(path) if deep else None)
         if problem is None:
             return path
         if not quiet:
@@ -166,96 +194,45 @@ def newest_complete_checkpoint(folder: str | Path, quiet: bool = False) -> Path 
     return None
 
 
+def _newest_good(folder: Path, skip: Path) -> str:
+    """The newest checkpoint of ``folder`` other than ``skip`` that is complete and finite, as advice."""
+    for path in checkpoints(folder):
+        if path != skip and checkpoint_problem(path) is None and _unpickle_problem(path) is None:
+            if nonfinite_weights(path) is None:
+                return f"the newest good one there is {path}"
+    return "none there is good"
+
+
 def resolve_checkpoint(resume: str | bool | None, output_dir: str) -> str | None:
     """``resume_from_checkpoint``: a checkpoint path, or "last"/"true" for the newest complete one in ``output_dir``.
 
-    An explicitly named checkpoint that is incomplete is refused, with the newest complete one in its folder.
+    An explicitly named checkpoint that is incomplete is refused, with the newest complete one in its folder. The
+    chosen checkpoint's optimizer state is unpickled and its weights checked for NaN: a checkpoint that fails is
+    refused, naming the newest good one ("last" skips one whose optimizer does not load, like a torn one).
     """
     if resume in (None, False, "", "false", "False"):
         return None
     if resume is True or str(resume).lower() in ("last", "true"):
-        last = newest_complete_checkpoint(output_dir)
-        return None if last is None else str(last)
-    path = Path(resume)
-    problem = checkpoint_problem(path)
+        path = newest_complete_checkpoint(output_dir, deep=True)
+        if path is None:
+            return None
+    else:
+        path = Path(resume)
+        problem = checkpoint_problem(path) or _unpickle_problem(path)
+        if problem:
+            if path.parent.is_dir() and checkpoints(path.parent):
+                newest = newest_complete_checkpoint(path.parent, quiet=True, deep=True)
+                alternative = f"the newest complete one there is {newest}" if newest else "none there is complete"
+            else:
+                alternative = f"give a checkpoint-<step> folder or 'last' (the newest complete one in {output_dir})"
+            raise RecipeError(f"cannot resume from {path}: {problem}; {alternative}")
+    problem = nonfinite_weights(path)
     if problem:
-        if path.parent.is_dir() and checkpoints(path.parent):
-            newest = newest_complete_checkpoint(path.parent, quiet=True)
-            alternative = f"the newest complete one there is {newest}" if newest else "none there is complete"
-        else:
-            alternative = f"give a checkpoint-<step> folder or 'last' (the newest complete one in {output_dir})"
-        raise RecipeError(f"cannot resume from {path}: {problem}; {alternative}")
+        raise RecipeError(
+            f"cannot resume from {path}: {problem}; {_newest_good(path.parent, path)} "
+            "(give it as --resume_from_checkpoint, perhaps with a lower learning_rate)"
+        )
     return str(path)
-
-
-# --- the output folder -----------------------------------------------------------------------------------------------
-
-
-def earlier_run(output_dir: str | Path) -> list[str]:
-    """What in ``output_dir`` shows an earlier run: its final model, log history, checkpoints (empty: none)."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [name for name in (*WEIGHT_FILES, "config.json", TRAINER_STATE) if (folder / name).is_file()]
-    saved = checkpoints(folder)
-    if saved:
-        found.append(f"{len(saved)} checkpoint(s), newest {saved[0].name}")
-    return found
-
-
-def clear_earlier_run(output_dir: str | Path) -> list[Path]:
-    """Delete what an earlier recipe run wrote into ``output_dir`` (`RUN_FILES`); other files stay. Returns them."""
-    folder = Path(output_dir)
-    removed = sorted({p for pattern in RUN_FILES for p in folder.glob(pattern)})
-    for path in removed:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    return removed
-
-
-def check_output_dir(script_args, training_args) -> str | None:
-    """Refuse to write over an earlier run unless resuming or told to overwrite; return the checkpoint to resume.
-
-    Nothing is written when it refuses. With ``--overwrite_output_dir true`` the earlier run's files are deleted
-    (by the main process) so that no stale checkpoint, log or evaluation stays beside the new model.
-    """
-    output_dir = training_args.output_dir
-    resume = training_args.resume_from_checkpoint
-    resuming = resume not in (None, False, "", "false", "False")
-    if resuming and script_args.overwrite_output_dir:
-        raise RecipeError(
-            "resume_from_checkpoint and overwrite_output_dir are both set: resume the run in "
-            f"{output_dir} (drop --overwrite_output_dir) or replace it (drop --resume_from_checkpoint)"
-        )
-    found = earlier_run(output_dir)
-    if resuming:
-        checkpoint = resolve_checkpoint(resume, output_dir)
-        finished = [name for name in (*WEIGHT_FILES, "config.json") if name in found]
-        if checkpoint is None and finished:
-            raise RecipeError(
-                f"resume_from_checkpoint={resume}: {output_dir} holds no complete checkpoint to resume but a "
-                f"finished model ({', '.join(finished)}). Nothing was changed. To train again from scratch in this "
-                "folder, replacing that model: --overwrite_output_dir true; or choose another --output_dir."
-            )
-        if checkpoint is None:
-            logger.warning("%s has no complete checkpoint to resume: starting fresh", output_dir)
-        else:
-            logger.info("resuming from %s", checkpoint)
-        return checkpoint
-    if not found:
-        return None
-    if not script_args.overwrite_output_dir:
-        raise RecipeError(
-            f"output_dir {output_dir} already holds a run ({'; '.join(found)}). Nothing was changed. To continue "
-            "it: --resume_from_checkpoint last; to replace it (its model, checkpoints and eval_cvbench/ are "
-            "deleted): --overwrite_output_dir true; or choose another --output_dir."
-        )
-    if training_args.process_index == 0:
-        removed = clear_earlier_run(output_dir)
-        logger.warning("overwrite_output_dir: deleted the earlier run in %s (%d entries)", output_dir, len(removed))
-    return None
 
 
 def check_model_folder(name_or_path: str) -> None:
@@ -284,15 +261,6 @@ def check_model_folder(name_or_path: str) -> None:
     problem = weights_problem(path)
     if problem:
         raise RecipeError(f"model_name_or_path {path} holds config.json but {problem}")
-
-
-def check_run(script_args, training_args, model_args) -> str | None:
-    """Every check that needs no data and no model: model folder, output folder, checkpoint. Returns the latter.
-
-    A dry run writes nothing, so it may look at the prompts of a run whose folder is already taken.
-    """
-    check_model_folder(model_args.model_name_or_path)
-    return None if script_args.dry_run else check_output_dir(script_args, training_args)
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
@@ -334,7 +302,7 @@ def check_enough_data(rows: int, training_args) -> None:
 # --- the resolved configuration --------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A YAML-safe copy: enums become their value, anything else unknown its text."""
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
 
@@ -347,7 +315,7 @@ def resolved_config(script_args, training_args, model_args) -> dict[str, Any]:
             versions[package] = version(package)
         except PackageNotFoundError:
             continue
-    return _plain(
+    return plain(
         {
             "recipe": asdict(script_args),
             "training": training_args.to_dict(),
@@ -389,7 +357,7 @@ def config_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
     return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
+def checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
     """The resolved configuration of the run that wrote ``checkpoint``: its own copy, else its run folder's."""
     for path in (Path(checkpoint) / RESOLVED_CONFIG, Path(checkpoint).parent / RESOLVED_CONFIG):
         if path.is_file():
@@ -411,7 +379,7 @@ def write_resolved_config(script_args, training_args, model_args, checkpoint: st
     if training_args.process_index != 0:
         return None
     if checkpoint is not None:
-        before, source = _checkpoint_config(checkpoint)
+        before, source = checkpoint_config(checkpoint)
         if before is None:
             logger.warning("no %s beside %s: cannot compare the resumed run's settings", RESOLVED_CONFIG, checkpoint)
         elif changes := config_differences(before, config):
@@ -436,18 +404,3 @@ class CheckpointConfigCallback(TrainerCallback):
         target = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and source.is_file() and target.is_dir():
             write_atomic(target / RESOLVED_CONFIG, source.read_bytes())
-
-
-# --- training --------------------------------------------------------------------------------------------------------
-
-
-def train_and_save(trainer, training_args, checkpoint: str | None = None) -> None:
-    """Train (from ``checkpoint``, as `check_run` resolved it), then save the final model and processor."""
-    if checkpoint is None and training_args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    if checkpoint is not None:
-        load_checkpoint_weights(trainer, checkpoint)
-    trainer.add_callback(CheckpointConfigCallback())
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-    logger.info("saved the trained model to %s", training_args.output_dir)

@@ -24,7 +24,7 @@ from recipes.cli import run_cli
 from recipes.common import attach_callbacks, prepare
 from recipes.data import log_prompts
 from recipes.models import load_model, peft_config_for
-from recipes.runs import check_run, train_and_save, write_resolved_config
+from recipes.run_folder import check_run, claim, train_and_save
 from recipes.sft_loss import PaperSFTLoss
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ DEFAULT_CONFIG = "paper/sft_baseline.yaml"
 
 
 def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer | None:
-    # Run folder: no earlier run overwritten unless asked, a complete checkpoint to resume; nothing loaded yet.
-    checkpoint = check_run(script_args, training_args, model_args)
+    # Run folder: not an input, no earlier run replaced unless asked, a sound checkpoint to resume; nothing loaded.
+    run = check_run(script_args, training_args, model_args)
     # Data and processor: records → prompt (user turn) + completion (the bare answer), instruct chat template.
     template, processor, dataset = prepare(script_args, training_args, model_args, with_completion=True)
     log_prompts(processor, dataset, script_args.dry_run_samples, to_stdout=script_args.dry_run)
@@ -44,22 +44,23 @@ def main(script_args: RecipeArguments, training_args: SFTConfig, model_args: Mod
     # Model
     model = load_model(model_args, script_args, training_args)
     check_master_weights(model, training_args)
-    write_resolved_config(script_args, training_args, model_args, checkpoint)  # logged too; compared on resume
 
-    # Trainer: TRL's own loss, made the paper's when the YAML names it; images are processed per batch by the collator.
-    loss = paper_loss.trainer_arguments(model) if paper_loss else {}
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
-        **loss,
-    )
-    attach_callbacks(trainer, script_args)
+    # Run folder: every check passed, so only now is a run it replaces deleted; held by this run until the end.
+    with claim(run, script_args, training_args, model_args):
+        # Trainer: TRL's own loss, made the paper's when the YAML names it; images are processed per batch.
+        loss = paper_loss.trainer_arguments(model) if paper_loss else {}
+        trainer = SFTTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_config_for(model_args, script_args),  # LoRA when use_peft (None otherwise)
+            **loss,
+        )
+        attach_callbacks(trainer, script_args)
 
-    # Train (resuming when asked), then save the final model and processor, loadable with from_pretrained.
-    train_and_save(trainer, training_args, checkpoint)
+        # Train, then save the final model and processor (loadable with from_pretrained); the run is recorded.
+        train_and_save(trainer, run, training_args)
     return trainer
 
 

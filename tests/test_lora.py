@@ -305,10 +305,10 @@ def test_a_resumed_lora_run_ends_where_a_straight_one_does(tiny_base_dir, sat_re
 
     straight = tmp_path / "straight"
     assert run(straight).state.global_step == 4
-    # A run that stopped after its checkpoint at step 2: the same folder, resumed.
+    # Resumed from the checkpoint at step 2 (into a folder of its own: a folder holding a copied checkpoint but no
+    # run record is not a run folder, and is refused).
     resumed = tmp_path / "resumed"
-    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
-    assert run(resumed, "--resume_from_checkpoint", "last").state.global_step == 4
+    assert run(resumed, "--resume_from_checkpoint", str(straight / "checkpoint-2")).state.global_step == 4
     a, b = load_file(straight / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
     at_2 = load_file(straight / "checkpoint-2" / "adapter_model.safetensors")
     assert a.keys() == b.keys()

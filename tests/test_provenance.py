@@ -126,3 +126,26 @@ def test_one_writer_at_a_time(tmp_path):
         holder.wait()
     with provenance.sole_writer(tmp_path, "a CV-Bench evaluation"):  # released when its holder died
         pass
+
+
+def test_delete_nested_removes_derived_outputs_and_keeps_the_users_files(tmp_path):
+    run = tmp_path / "run"
+    evaluation, mixed, other = run / "eval_cvbench", run / "eval_mine", run / "stage"
+    for folder, kind in ((evaluation, "cvbench-eval"), (mixed, "cvbench-eval"), (other, "mini-stage")):
+        provenance.start(folder, kind, {"model": "m"}, owns=["summary.json"])
+        (folder / "summary.json").write_text("{}")
+    (mixed / "my_notes.txt").write_text("keep")  # a file of the user's inside a derived folder
+    (run / "plain").mkdir()
+    (run / "plain" / "summary.json").write_text("no record: never ours")
+    before = tree_hashes(tmp_path)
+    removed = provenance.delete_nested(run, ["cvbench-eval"])
+    assert evaluation in removed and not evaluation.exists()  # nothing but what it recorded: gone whole
+    after = tree_hashes(tmp_path)
+    assert set(before) - set(after) == {
+        "run/eval_cvbench/provenance.json",
+        "run/eval_cvbench/.provenance.lock",
+        "run/eval_cvbench/summary.json",
+        "run/eval_mine/summary.json",
+    }
+    assert all(after[k] == before[k] for k in after if not k.endswith(provenance.RECORD))
+    assert (mixed / "my_notes.txt").read_text() == "keep" and (other / "summary.json").exists()

@@ -14,12 +14,15 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file, save_file
 
-from recipes import grpo_base, sft_baseline
+from data_prep.tiny_model import build_tiny_model
+from recipes import grpo_base, provenance, sft_baseline
 from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
 from recipes.runs import RESOLVED_CONFIG, checkpoint_problem
 
@@ -74,8 +77,10 @@ def finished_run(tmp_path_factory, tiny_base_dir, sat_records_dir):
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, out, "--max_steps", str(STEPS))
     trainer = train(grpo_base, [*argv, "--save_steps", "1"])
     assert trainer.state.global_step == STEPS
+    # Its CV-Bench evaluation, recorded in its own folder as the evaluation records it.
     (out / "eval_cvbench").mkdir()
     (out / "eval_cvbench" / "summary.json").write_text('{"accuracy": 0.5}')
+    provenance.start(out / "eval_cvbench", "cvbench-eval", {"model": "finished"}, owns=["summary.json"])
     return out
 
 
@@ -96,9 +101,10 @@ def test_a_finished_run_is_not_overwritten(module, config, finished_run, tiny_ba
     before = tree(finished_run)
     code, err = cli(module, recipe_argv(config, tiny_base_dir, sat_records_dir, finished_run), capsys)
     assert code == 2 and "Traceback" not in err
-    assert err.startswith("error: ") and "already holds a run" in err
+    assert err.startswith("error: ") and "already holds a finished recipe run with other settings" in err
     assert "--resume_from_checkpoint last" in err and "--overwrite_output_dir true" in err
-    assert "model.safetensors" in err and "checkpoint-3" in err
+    assert "training.max_steps: 3 there, 30 now" in err or module is sft_baseline
+    assert len(err.strip().splitlines()) == 1
     assert tree(finished_run) == before
 
 
@@ -108,7 +114,7 @@ def test_the_refusal_comes_before_anything_loads(finished_run, tiny_base_dir, tm
     code, err = cli(
         grpo_base, recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, tmp_path / "none", finished_run), capsys
     )
-    assert code == 2 and "already holds a run" in err
+    assert code == 2 and "already holds a finished recipe run" in err
     assert tree(finished_run) == before
 
 
@@ -124,7 +130,7 @@ def test_overwrite_replaces_the_earlier_run_and_leaves_no_stale_file(run_copy, t
     (run_copy / "notes.txt").write_text("mine")  # not a run file: kept
     old_model = (run_copy / "model.safetensors").stat().st_mtime_ns
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "1")
-    with caplog.at_level(logging.INFO, logger="recipes.runs"):
+    with caplog.at_level(logging.INFO, logger="recipes.run_folder"):
         trainer = train(grpo_base, [*argv, "--save_steps", "100", "--overwrite_output_dir", "true"])
     assert trainer.state.global_step == 1
     # The earlier run's checkpoints 1-3 and evaluation are gone; checkpoint-1 is the new run's end-of-training save.
@@ -142,7 +148,7 @@ def test_resume_and_overwrite_together_are_refused(finished_run, tiny_base_dir, 
     before = tree(finished_run)
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, finished_run)
     code, err = cli(grpo_base, [*argv, "--resume_from_checkpoint", "last", "--overwrite_output_dir", "true"], capsys)
-    assert code == 2 and "both set" in err
+    assert code == 2 and "both set" in err and "which replacing the run would delete" in err
     assert tree(finished_run) == before
 
 
@@ -217,15 +223,93 @@ def test_a_named_torn_checkpoint_is_refused_with_the_newest_complete_one(
     assert tree(run_copy) == before
 
 
-def test_last_resumes_from_the_newest_complete_checkpoint(run_copy, tiny_base_dir, sat_records_dir, caplog):
-    truncate(run_copy / "checkpoint-3" / "model.safetensors")  # killed while saving step 3
+def unpicklable(path: Path) -> None:
+    """A zip archive whose pickle is damaged: the archive opens, loading it would fail after the model loaded."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("optimizer/data.pkl", b"\x80\x04not a pickle")
+        archive.writestr("optimizer/version", "3\n")
+
+
+def test_an_optimizer_state_that_opens_but_does_not_load_is_refused(run_copy, tiny_base_dir, sat_records_dir, capsys):
+    unpicklable(run_copy / "checkpoint-3" / "optimizer.pt")
+    before = tree(run_copy)
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
+    code, err = cli(grpo_base, [*argv, "--resume_from_checkpoint", str(run_copy / "checkpoint-3")], capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert "optimizer.pt opens but does not load" in err
+    assert f"the newest complete one there is {run_copy / 'checkpoint-2'}" in err
+    assert tree(run_copy) == before
+
+
+def poison(checkpoint: Path) -> None:
+    """Put a NaN into one weight of the checkpoint, as a diverged run saves it."""
+    weights = load_file(checkpoint / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("resume", ["named", "last"])
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_newest_good_one(
+    resume, run_copy, tiny_base_dir, sat_records_dir, capsys
+):
+    poison(run_copy / "checkpoint-3")
+    before = tree(run_copy)
+    target = str(run_copy / "checkpoint-3") if resume == "named" else "last"
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
+    code, err = cli(grpo_base, [*argv, "--resume_from_checkpoint", target], capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert f"cannot resume from {run_copy / 'checkpoint-3'}: model.safetensors: " in err
+    assert "holds NaN or infinite values" in err
+    assert f"the newest good one there is {run_copy / 'checkpoint-2'}" in err
+    assert tree(run_copy) == before
+
+
+def test_resuming_with_use_peft_toggled_is_refused(run_copy, tiny_base_dir, sat_records_dir, capsys):
+    before = tree(run_copy)
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
+    argv += ["--use_peft", "true", "--lora_target_modules", "q_proj", "v_proj", "--resume_from_checkpoint", "last"]
+    code, err = cli(grpo_base, argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot resume from {run_copy / 'checkpoint-3'}" in err and "use_peft: False there, True now" in err
+    assert tree(run_copy) == before
+    # An adapter of another rank does not load either (its run's recorded LoRA settings, edited to say so).
+    recorded = run_copy / "checkpoint-3" / RESOLVED_CONFIG
+    config = yaml.safe_load(recorded.read_text())
+    config["model"].update(use_peft=True, lora_r=8, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"])
+    recorded.write_text(yaml.safe_dump(config))
+    code, err = cli(grpo_base, [*argv, "--lora_r", "16", "--lora_dropout", "0.1"], capsys)
+    assert code == 2 and "lora_r: 8 there, 16 now" in err
+    assert "use_peft:" not in err and "lora_dropout" not in err  # dropout acts in training only
+
+
+def test_resuming_into_another_architecture_is_refused(run_copy, sat_records_dir, tmp_path, capsys):
+    other = build_tiny_model(tmp_path / "qwen2_5", variant="base", seed=0, arch="qwen2_5_vl")
+    resumed = tmp_path / "resumed"
+    argv = recipe_argv("tiny/grpo_base.yaml", other, sat_records_dir, resumed, "--max_steps", "4")
+    code, err = cli(grpo_base, [*argv, "--resume_from_checkpoint", str(run_copy / "checkpoint-3")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "model_type: qwen2_vl there, qwen2_5_vl now" in err
+    assert not resumed.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda c: truncate(c / "model.safetensors"), "model.safetensors is unreadable"),  # killed while saving
+        (lambda c: unpicklable(c / "optimizer.pt"), "optimizer.pt opens but does not load"),
+    ],
+    ids=["weights-torn", "optimizer-unpicklable"],
+)
+def test_last_resumes_from_the_newest_complete_checkpoint(
+    damage, reason, run_copy, tiny_base_dir, sat_records_dir, caplog
+):
+    damage(run_copy / "checkpoint-3")
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", str(STEPS))
-    with caplog.at_level(logging.INFO, logger="recipes.runs"):
+    with caplog.at_level(logging.INFO, logger="recipes"):
         trainer = train(grpo_base, [*argv, "--save_steps", "1", "--resume_from_checkpoint", "last"])
-    assert (
-        "skipping incomplete checkpoint" in caplog.text
-        and "checkpoint-3: model.safetensors is unreadable" in caplog.text
-    )
+    assert "skipping incomplete checkpoint" in caplog.text and f"checkpoint-3: {reason}" in caplog.text
     assert f"resuming from {run_copy / 'checkpoint-2'}" in caplog.text
     assert trainer.state.global_step == STEPS
     # Only step 3 was trained again, and its checkpoint is whole again.
@@ -268,6 +352,11 @@ def bad_config(tmp_path: Path, **changes) -> Path:
         ({}, ("--resume_from_checkpoint", "runs/nowhere/checkpoint-5"), "'runs/nowhere/checkpoint-5' is not a folder"),
         ({"freeze_vision": 1}, (), "freeze_vision: 1 is not true or false"),
         ({}, ("--per_device_train_batch_size", "0"), "per_device_train_batch_size: 0 must be at least 1"),
+        ({"temperature": 0}, (), "temperature: 0 must be above 0"),
+        ({}, ("--temperature", "-1"), "temperature: -1.0 must be above 0"),
+        # argparse takes the dash spelling too: the contradiction check must see it as well.
+        ({}, ("--prompts_per_step", "4", "--gradient-accumulation-steps", "1"), "1 contradicts prompts_per_step=4"),
+        ({}, ("--prompts_per_step", "4", "--gradient-accumulation-steps=1"), "1 contradicts prompts_per_step=4"),
     ],
 )
 def test_bad_options_are_refused_while_parsing(
@@ -279,6 +368,59 @@ def test_bad_options_are_refused_while_parsing(
     assert code == 2 and "Traceback" not in err
     assert expected in err
     assert not out.exists()
+
+
+def test_a_missing_config_file_is_named(tiny_base_dir, sat_records_dir, tmp_path, capsys):
+    argv = recipe_argv(tmp_path / "nope.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run")
+    code, err = cli(grpo_base, argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"--config {tmp_path / 'nope.yaml'}: no such file" in err and "recipes/configs/" in err
+    argv[1] = f"--config={tmp_path / 'nope.yaml'}"  # argparse's other spelling
+    code, err = cli(grpo_base, argv[1:], capsys)
+    assert code == 2 and f"--config {tmp_path / 'nope.yaml'}: no such file" in err
+
+
+def test_a_completion_template_field_that_does_not_exist_is_named(tiny_base_dir, sat_records_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = recipe_argv("tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, out)
+    code, err = cli(sft_baseline, [*argv, "--completion_template", "<answer> {anwser} </answer>"], capsys)
+    assert code == 2 and "Traceback" not in err and "KeyError" not in err
+    assert "completion_template: unknown field {anwser}: the only field is {answer}" in err
+    assert not out.exists()
+
+
+def test_an_unknown_wandb_mode_is_refused_before_anything_loads(
+    tiny_base_dir, sat_records_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    out = tmp_path / "run"
+    argv = [*recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, out), "--report_to", "wandb"]
+    code, err = cli(grpo_base, argv, capsys)
+    assert code == 2 and "WANDB_MODE='ofline' is not a W&B mode: export one of online, offline, disabled" in err
+    assert not out.exists()
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # W&B's own older spelling of offline: accepted
+    code, err = cli(grpo_base, [*argv, "--dry_run", "true"], capsys)
+    assert code == 0, err
+
+
+def test_data_resized_at_other_pixel_bounds_is_refused_naming_both(
+    sat_parquet, tiny_base_dir, sat_records_dir, tmp_path, capsys
+):
+    # The synthetic images are 112x112 = 12,544 pixels, the tiny configs' max_pixels: 6,272 makes the prep resize.
+    from data_prep.sat import convert
+
+    small = tmp_path / "sat_small"
+    convert(str(sat_parquet), small, seed=0, multi_image="skip", max_pixels=6272)
+    out = tmp_path / "run"
+    code, err = cli(grpo_base, recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, small, out), capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert "prepared at min_pixels 3136 / max_pixels 6272" in err
+    assert "this run's bounds are min_pixels 3136 / max_pixels 12544" in err
+    assert not out.exists()
+    # Records whose images were all kept as they were (sat_records_dir: none resized) suit any bounds.
+    assert json.loads((sat_records_dir / "prep_report.json").read_text())["images"]["resized"] == 0
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, out, "--dry_run", "true")
+    assert cli(grpo_base, [*argv, "--max_pixels", "6272"], capsys)[0] == 0
 
 
 def test_a_folder_that_is_not_a_model_is_named(sat_records_dir, tmp_path, capsys):
