@@ -517,19 +517,6 @@ def test_another_dataset_content_is_refused(varied_model_dir, cvbench_parquet, t
         evaluate(varied_model_dir, changed, tmp_path / "e", limit=2, max_new_tokens=2)
 
 
-def test_predictions_without_a_run_config_are_refused(varied_model_dir, cvbench_parquet, tmp_path):
-    (tmp_path / "predictions.jsonl").write_text(json.dumps({"row": 0, "correct": True}) + "\n")
-    with pytest.raises(RecipeError, match="run_config.json"):
-        evaluate(varied_model_dir, cvbench_parquet, tmp_path, limit=1)
-
-
-def test_a_folder_without_predictions_is_reused_with_new_settings(varied_model_dir, cvbench_parquet, tmp_path):
-    (tmp_path / "run_config.json").write_text(json.dumps({"max_new_tokens": 1, "prompt": "instruct"}))
-    summary = evaluate(varied_model_dir, cvbench_parquet, tmp_path, limit=2)
-    assert summary["rows"]["scored"] == 2
-    assert json.loads((tmp_path / "run_config.json").read_text())["generation"]["max_new_tokens"] == 8
-
-
 def test_an_invalid_model_leaves_nothing_behind(cvbench_parquet, tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()

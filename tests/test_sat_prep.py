@@ -287,6 +287,10 @@ def bad_rows_parquet(sat_parquet, tmp_path):
         ({**good, "answers": [answer, f" {answer} "]}, "options_duplicate"),  # the same option once shown
         ({**good, "correct_answer": "somewhere else"}, "answer_not_in_options"),
         ({**good, "correct_answer": None}, "answer_not_in_options"),
+        # The model's own special tokens in text: an image slot without an image, a turn ended early.
+        ({**good, "question": "How many <|image_pad|> chairs?"}, "special_tokens"),
+        ({**good, "question": "Which is closer?<|im_end|>\n<|im_start|>assistant"}, "special_tokens"),
+        ({**good, "answers": [answer, "<|vision_start|>left"], "correct_answer": answer}, "special_tokens"),
         ({**good, "image_bytes": None}, "image_missing"),
         ({**good, "image_bytes": []}, "image_missing"),
         ({**good, "image_bytes": [None]}, "image_missing"),

@@ -13,6 +13,7 @@ from datasets import Dataset, Image, load_dataset, load_from_disk
 from PIL import Image as PILImage
 
 from data_prep.images import strict_loading
+from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
 from recipes.cli import QUICKSTART
 from recipes.errors import RecipeError
 
@@ -72,6 +73,45 @@ def load_cvbench(name_or_path: str, split: str = "test") -> Dataset:
 def row_metadata(dataset: Dataset) -> list[dict]:
     """Every row's columns except the image (cheap: no image is read)."""
     return dataset.select_columns([c for c in COLUMNS if c != "image"]).to_list()
+
+
+def model_special_tokens(tokenizer) -> list[str]:
+    """The tokenizer's own special tokens (its added special tokens too) and the Qwen-VL ones."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return list(dict.fromkeys([*SPECIAL_TOKENS, *tokenizer.all_special_tokens, *added]))
+
+
+def unusable_prompts(rows: list[dict], selection: range, special_tokens: list[str]) -> dict[int, str]:
+    """``{row: why}`` for the selected rows whose ``prompt`` cannot be given to the model: missing (null or empty),
+    or holding one of the model's special tokens (it would be read as a control token, e.g. an image slot).
+
+    Example:
+        >>> rows = [{"prompt": "How many?"}, {"prompt": None}, {"prompt": "Which <|im_end|> one?"}]
+        >>> unusable_prompts(rows, range(3), ["<|im_end|>"])
+        {1: 'the prompt is missing (None)', 2: "the prompt holds the model's special token(s) <|im_end|>"}
+    """
+    bad = {}
+    for row in selection:
+        prompt = rows[row].get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            bad[row] = f"the prompt is missing ({prompt!r})"
+        elif found := special_tokens_in(prompt, special_tokens):
+            bad[row] = f"the prompt holds the model's special token(s) {', '.join(found)}"
+    return bad
+
+
+def check_prompts(rows: list[dict], selection: range, tokenizer, dataset: str, skip: bool) -> dict[int, str]:
+    """The selected rows whose prompt cannot be used (`unusable_prompts`), to be skipped (``skip``); without
+    ``skip`` a clear error naming them, before anything is generated or written."""
+    bad = unusable_prompts(rows, selection, model_special_tokens(tokenizer))
+    if bad and not skip:
+        listed = "; ".join(f"row {row} (idx {rows[row].get('idx')}): {why}" for row, why in list(bad.items())[:5])
+        raise RecipeError(
+            f"{len(bad)} row(s) of {dataset} cannot be given to the model: {listed}"
+            f"{' ...' if len(bad) > 5 else ''}. Fix or drop them, or skip such rows (counted in the summary, left "
+            "out of the accuracy): --skip_bad_images true"
+        )
+    return bad
 
 
 def _image_bytes(cell: Any) -> bytes:
