@@ -34,7 +34,8 @@ Arms: runs of the same experiment with different seeds
       folder's own name). A trailing seed marker is dropped (``grpo_seed1`` and ``grpo-seed2`` are arm ``grpo``; a
       folder named ``seed3`` stands for its parent). Runs of one name are seeds of one arm only when their resolved
       configurations agree apart from the seed and what only names the run (output_dir, run_name, logging dirs, W&B
-      names); otherwise the arm is split by the settings that differ, named in the arm and the table. The seed comes from the ``seed:<n>`` tag, the config's ``seed``
+      names); otherwise the arm is split by the settings that differ, named in the arm and the table.
+      The seed comes from the ``seed:<n>`` tag, the config's ``seed``
       or that marker (or a parent folder named ``seed<N>``). Two runs of one automatic arm with the same seed are
       refused (they are not seed replicates: name the arms with ``--arm``). ``--group-by run`` draws every run
       outside an ``--arm`` on its own instead.
