@@ -12,7 +12,7 @@ from typing import Any
 from datasets import Dataset, Image, load_dataset, load_from_disk
 from PIL import Image as PILImage
 
-from data_prep.images import strict_loading
+from data_prep.images import strict_loading, to_rgb
 from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
 from recipes.cli import QUICKSTART
 from recipes.errors import RecipeError
@@ -126,10 +126,12 @@ def _image_bytes(cell: Any) -> bytes:
 
 
 def open_image(cell: Any) -> PILImage.Image:
-    """One row's image, fully decoded and in RGB; raises (a PIL or OS error) when it cannot be decoded."""
+    """One row's image, fully decoded and in RGB as the trainer's processor converts it (`data_prep.images.to_rgb`:
+    transparency dropped, not composited); raises (a PIL or OS error) when it cannot be decoded."""
     with strict_loading(), PILImage.open(io.BytesIO(_image_bytes(cell))) as image:
         image.load()
-        return image.convert("RGB")
+        rgb = to_rgb(image)
+        return rgb.copy() if rgb is image else rgb  # the opened image is closed when this block ends
 
 
 def dataset_fingerprint(dataset: Dataset, rows: list[dict]) -> str:
