@@ -23,13 +23,24 @@ schema; ``python -m data_prep.synthetic --kind cvbench`` writes one offline. The
 Outputs in ``--output_dir``: ``predictions.jsonl`` (one line per row: the prompt as rendered, the response, the
 extracted answer, both verdicts), ``summary.json`` and ``summary.md`` (accuracy as the paper computed it, the official
 score, per task/source/type, and what they were computed under: model fingerprint, prompt with a rendered example,
-resolution applied, skipped rows, data errors), and ``run_config.json`` (the run key). Each prediction is appended
+resolution applied, skipped rows, data errors), ``run_config.json`` (the run key) and ``provenance.json`` (the
+folder's record, `recipes.provenance`: kind ``cvbench-eval``, defined by the run key's id, the files the evaluation
+owns). One evaluation writes a folder at a time: a second one started into it is refused (``provenance.sole_writer``).
+A folder holding files and no record, a file, the model's own folder, or the output folder of a training run is
+refused before the model is loaded; ``--overwrite_output_dir true`` deletes exactly the files the record owns.
+Each prediction is appended
 and flushed as soon as it is made: re-running the same command scores only the rows still missing and gives the same
 summary as an uninterrupted run (greedy decoding; batched and one-at-a-time generation agree on CPU in float32, as
 tested; in bf16 on GPUs a different batch composition can flip near-tied tokens). Predictions are resumed only under
 the same run key, a fingerprint of the model's files (their content: retraining into the same folder changes it),
 the dataset's content and split, the prompt, resolution, dtype, backend and token budget; anything else is refused
-with the differences, or started over with ``--overwrite_output_dir true``.
+with the differences, or started over with ``--overwrite_output_dir true``; the summary is computed only from
+predictions made under the current key.
+
+Bad rows: a row whose image cannot be decoded, whose prompt is null or empty, or whose prompt holds one of the
+model's special tokens (``<|image_pad|>``, ``<|im_end|>``, ...: it would be read as a control token) stops the run
+with a one-line error naming it (prompts are checked before anything is written), or with ``--skip_bad_images true``
+is skipped and counted in the summary, left out of every score.
 
 Data parallel: under ``accelerate launch`` each process scores every N-th row still missing, writes it to its own
 ``predictions.rank<k>.jsonl``, and the main process merges them. On a machine without GPUs launch the processes with
@@ -38,6 +49,8 @@ Data parallel: under ``accelerate launch`` each process scores every N-th row st
 How this differs from the paper's evaluation (its ``src/eval/evaluate_Qwen2_VL_CVBench*.py``):
 * Images are resized within the bounds with PIL before the processor sees them (as the paper's transformers 4.49
   did; transformers 5 resizes with torchvision by default), so every backend sees the same pixels.
+* An image with transparency is converted as the pinned processor (transformers 5.20) converts it, alpha dropped
+  (`data_prep.images.to_rgb`); the paper's transformers 4.49 composited it on white (CV-Bench's images are opaque).
 * Batches are padded on the left (the paper left its processor's padding side at the default, its left-padding
   line commented out). The paper's batch size was 32 on ``DataParallel``; batch size changes nothing here.
 * The official CV-Bench score and a stricter scorer (reported separately) are added; the paper reported the plain mean.
