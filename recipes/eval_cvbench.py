@@ -50,7 +50,7 @@ How this differs from the paper's evaluation (its ``src/eval/evaluate_Qwen2_VL_C
 * Images are resized within the bounds with PIL before the processor sees them (as the paper's transformers 4.49
   did; transformers 5 resizes with torchvision by default), so every backend sees the same pixels.
 * An image with transparency is converted as the pinned processor (transformers 5.20) converts it, alpha dropped
-  (`data_prep.images.to_rgb`); the paper's transformers 4.49 composited it on white (CV-Bench's images are opaque).
+  (`data_prep.images.to_rgb`); the paper's transformers 4.49 composited it on white.
 * Batches are padded on the left (the paper left its processor's padding side at the default, its left-padding
   line commented out). The paper's batch size was 32 on ``DataParallel``; batch size changes nothing here.
 * The official CV-Bench score and a stricter scorer (reported separately) are added; the paper reported the plain mean.
