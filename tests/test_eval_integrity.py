@@ -73,13 +73,16 @@ def test_the_record_names_the_run_key_and_overwriting_deletes_only_its_files(tin
     (out / "notes.txt").write_text("my notes")
     (out / "plots").mkdir()
     (out / "plots" / "a.png").write_bytes(b"\x89PNG not really")
+    # A file named like a process's predictions that this evaluation did not write: neither merged nor deleted.
+    (out / "predictions.rank7.jsonl").write_text(json.dumps({"row": 0, "correct": True, "fingerprint": "x"}) + "\n")
     before = tree_hashes(out)
     with pytest.raises(RecipeError, match="--overwrite_output_dir true"):
         evaluate(tiny_base_dir, cvbench_parquet, out, max_new_tokens=3)
     assert tree_hashes(out) == before
     second = evaluate(tiny_base_dir, cvbench_parquet, out, max_new_tokens=3, overwrite_output_dir=True)
     after = tree_hashes(out)
-    assert {k: after[k] for k in ("notes.txt", "plots/a.png")} == {k: before[k] for k in ("notes.txt", "plots/a.png")}
+    mine = ("notes.txt", "plots/a.png", "predictions.rank7.jsonl")
+    assert {k: after[k] for k in mine} == {k: before[k] for k in mine}
     assert second["fingerprint"]["id"] != first["fingerprint"]["id"]
     assert {p["fingerprint"] for p in predictions(out)} == {second["fingerprint"]["id"]}
     assert provenance.read(out)["."]["defined_by"] == {"run_key": second["fingerprint"]["id"]}

@@ -96,7 +96,9 @@ class OutputDir:
         self.mine = self.predictions if world_size == 1 else root / f"predictions.rank{rank}.jsonl"
 
     def shards(self) -> list[Path]:
-        return sorted(self.root.glob("predictions.rank*.jsonl"))
+        """The per-process prediction files the folder's record says this evaluation wrote (never another file)."""
+        owned = set(provenance.read(self.root).get(".", {}).get("owns", []))
+        return sorted(p for p in self.root.glob("predictions.rank*.jsonl") if p.name in owned)
 
     def read_predictions(self) -> dict[int, dict]:
         """Every complete prediction in the folder, by row (the first one when a row appears twice)."""
