@@ -678,7 +678,7 @@ def final_cell(arm: Arm, key: str) -> str:
         >>> runs = [RunLog("a", "a", {"loss": [(1.0, 0.5)]}), RunLog("b", "b", {"loss": [(1.0, 0.7)]})]
         >>> runs[1].diverged = {"loss": (2.0, float("nan"))}
         >>> final_cell(Arm("x", runs), "loss")
-        'diverged: b (nan at step 2)'
+        'diverged: b (nan at step 2) — 1 of 2 runs'
     """
     broken = [(r.name, *r.diverged[key]) for r in arm.runs if key in r.diverged]
     if broken:
