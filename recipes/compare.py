@@ -712,6 +712,9 @@ def table_rows(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> tuple[l
             notes.append(f"CV-Bench summary counted for {with_summary} of {n} runs")
         if excluded:
             notes.append("CV-Bench summary not counted (" + "; ".join(excluded) + ")")
+        for run in arm.runs:  # counted, but over fewer rows than the dataset: rows skipped as unusable
+            if skipped := _cvbench_value(run.counted_cvbench, "rows", "skipped"):
+                notes.append(f"{run.name}: CV-Bench left out {int(skipped)} unusable rows (skipped)")
         if last is not None and last.low != last.high:
             notes.append("runs end at different steps: each run's last value; curves averaged where all logged")
         rows.append(

@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recipes.errors import RecipeError
 from recipes.provenance import flat_items
 
 logger = logging.getLogger(__name__)
@@ -53,15 +52,14 @@ def cvbench_problem(run_dir: Path, summary: dict[str, Any]) -> str | None:
     """Why ``summary`` (the run folder's CV-Bench summary) is not the run's score, or None when it counts."""
     from recipes.evaluation.fingerprint import model_fingerprint  # reads weights: only when there is a summary
 
-    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
-    rows = summary.get("rows") if isinstance(summary.get("rows"), dict) else {}
+    model, rows, key = (_mapping(summary.get(name)) for name in ("model", "rows", "fingerprint"))
     if not isinstance(model.get("sha256"), str):
         return "the summary names no model fingerprint (written by an older evaluation): evaluate the run again"
     if rows.get("limit") is not None or rows.get("selected") != rows.get("dataset"):
         return f"a --limit subset ({rows.get('selected')} of {rows.get('dataset')} rows), not the whole dataset"
     if rows.get("missing"):
         return f"unfinished: {rows['missing']} of {rows.get('selected')} rows have no prediction"
-    stored = (summary.get("fingerprint") or {}).get("model", {}).get("files")
+    stored = _mapping(key.get("model")).get("files")
     if isinstance(stored, dict) and stored and not any((run_dir / name).is_file() for name in stored):
         return "the run folder holds no final model (none of the evaluated model's files): is the training finished?"
     try:
@@ -71,14 +69,19 @@ def cvbench_problem(run_dir: Path, summary: dict[str, Any]) -> str | None:
                 "before the run was continued, or another model's"
             )
         current = model_fingerprint(run_dir)["sha256"]
-    except RecipeError as err:
-        return f"the run folder's final model cannot be fingerprinted ({err})"
+    except Exception as err:  # noqa: BLE001 - e.g. an adapter's base model unreachable: the summary cannot be verified
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"the run folder's final model cannot be fingerprinted ({first_line})"
     if current != model["sha256"]:
         return (
             f"computed from other weights (model sha256 {model['sha256'][:12]}) than the run folder holds now "
             f"({current[:12]}): left from before the run was continued, or another model's"
         )
     return None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _same_names_and_sizes(run_dir: Path, stored: dict[str, Any]) -> bool:

@@ -194,3 +194,15 @@ def test_runs_without_a_recorded_configuration_are_grouped_by_name_and_said_so(t
         ("grpo [configuration not recorded]", 1),
     ]
     assert "cannot tell whether it is a seed" in arms[1].notes[0]
+
+
+def test_a_whole_dataset_summary_with_skipped_rows_counts_and_says_so(tmp_path):
+    folder = run_folder(tmp_path, "grpo", 0)
+    write_cvbench(folder, accuracy=0.5)
+    path = folder / "eval_cvbench" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["rows"] |= {"scored": 46, "skipped": 2}  # two undecodable images, --skip_bad_images true
+    path.write_text(json.dumps(summary))
+    page = report(tmp_path, load_run_dir(folder))
+    assert cell(page, "grpo", "CV-Bench accuracy") == "0.5"
+    assert "CV-Bench left out 2 unusable rows (skipped)" in cell(page, "grpo", "notes")
