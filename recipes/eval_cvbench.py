@@ -70,6 +70,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
+from datasets import Dataset
 from trl import TrlParser
 
 from recipes import provenance
@@ -82,7 +83,7 @@ from recipes.evaluation.generation import load_processor, make_generator, predic
 from recipes.evaluation.output import OutputDir, check_output_folder
 from recipes.evaluation.summary import official_score, summarize, summary_markdown
 from recipes.models import check_model_available
-from recipes.prompts import render
+from recipes.prompts import PromptTemplate, render
 from rewards.cvbench import extract_answer, gold_option, score_response, score_response_strict
 
 __all__ = [  # the scorer and the official score, promised to users as importable from here (README)
@@ -162,7 +163,18 @@ def sole_writer(state: PartialState, output_dir: str) -> Iterator[None]:
         yield
 
 
-def _evaluate(args, state, folder, processor, template, dataset, rows, selection, key, bad) -> dict | None:
+def _evaluate(
+    args: EvalArguments,
+    state: PartialState,
+    folder: Path,
+    processor,
+    template: PromptTemplate,
+    dataset: Dataset,
+    rows: list[dict],
+    selection: range,
+    key: dict,
+    bad: dict[int, str],
+) -> dict | None:
     """Score the missing rows into the held output folder, merge, summarize (the summary: main process only)."""
     out = OutputDir(Path(args.output_dir), state.process_index, state.num_processes)
     clear = out.check(key, args.overwrite_output_dir)

@@ -135,6 +135,16 @@ def test_the_models_own_folder_is_refused_as_output(tiny_base_dir, cvbench_parqu
     }
 
 
+def test_an_output_folder_holding_the_dataset_is_refused(tiny_base_dir, cvbench_parquet, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(cvbench_parquet, data / "cvbench.parquet")
+    before = tree_hashes(data)
+    with pytest.raises(RecipeError, match="is or contains the input"):
+        evaluate(tiny_base_dir, data / "cvbench.parquet", data, overwrite_output_dir=True)
+    assert tree_hashes(data) == before and sorted(p.name for p in data.iterdir()) == ["cvbench.parquet"]
+
+
 def test_an_output_dir_that_is_a_file_is_a_one_line_error(tiny_base_dir, cvbench_parquet, tmp_path, capsys):
     target = tmp_path / "e"
     target.write_text("not a folder")
