@@ -7,7 +7,8 @@ A run folder's ``eval_cvbench/summary.json`` counts as the run's CV-Bench score 
   hashes them (`recipes.evaluation.fingerprint.model_fingerprint`). A summary left from before the run was continued,
   or one of another model copied in, does not match. Cost: the run folder's weights are read once (~15 s for
   Qwen2-VL-2B in bf16 on a 2-core machine) — unless the file names or sizes already differ from the summary's;
-* it covers the whole dataset: no ``--limit``, every row scored or counted as skipped, none missing.
+* it covers the whole dataset: every row selected (no ``--limit`` below its size), scored or counted as skipped,
+  none missing.
 
 Anything else is shown, marked with the reason, and kept out of every mean.
 
@@ -55,7 +56,7 @@ def cvbench_problem(run_dir: Path, summary: dict[str, Any]) -> str | None:
     model, rows, key = (_mapping(summary.get(name)) for name in ("model", "rows", "fingerprint"))
     if not isinstance(model.get("sha256"), str):
         return "the summary names no model fingerprint (written by an older evaluation): evaluate the run again"
-    if rows.get("limit") is not None or rows.get("selected") != rows.get("dataset"):
+    if rows.get("selected") != rows.get("dataset"):  # (a --limit at or above the dataset's size selects it all)
         return f"a --limit subset ({rows.get('selected')} of {rows.get('dataset')} rows), not the whole dataset"
     if rows.get("missing"):
         return f"unfinished: {rows['missing']} of {rows.get('selected')} rows have no prediction"

@@ -110,7 +110,7 @@ def test_a_real_evaluation_counts_until_the_run_is_trained_further(tiny_base_dir
         folder = run_folder(tmp_path, "grpo", seed)
         for item in tiny_base_dir.iterdir():
             shutil.copy(item, folder / item.name)
-        limit = None if seed == 0 else 2
+        limit = 4 if seed == 0 else 2  # a limit at the dataset's size selects the whole dataset
         args = EvalArguments(str(folder), str(folder / "eval_cvbench"), dataset=str(data), max_new_tokens=2)
         args.limit = limit
         evaluate(args)
