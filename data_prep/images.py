@@ -9,6 +9,14 @@ by every processor whose bounds contain the training bounds: the same ``image_gr
 resampling at all. `fit_image` and `fit_encoded` make images such fixed points; images that already are one are
 returned untouched (the same object, the same bytes).
 
+Transparency: `to_rgb` is the one conversion to RGB, and it is what the processor the trainer uses does
+(transformers 5.20 ``convert_to_rgb``, both the torchvision and the PIL backend of Qwen2-VL's image processor):
+PIL's ``convert("RGB")``, which drops the alpha channel (the colour stored under a transparent pixel shows; no
+compositing) and ignores a palette's transparency. `fit_image` converts before it resizes, in the processor's order,
+so an image with transparency is stored as the pixels the processor would have computed from the original; the
+evaluation (`recipes.evaluation.data.open_image`) converts the same way. Not followed, on purpose: the paper's
+transformers 4.49 and ``qwen_vl_utils.to_rgb`` composite RGBA on white (a test pins the pinned processor's rule).
+
 The paper's bounds are defined here once (`MIN_PIXELS`, `MAX_PIXELS`, `IMAGE_FACTOR`); a test checks them against
 ``recipes/configs/paper/grpo_base.yaml``.
 """
@@ -28,8 +36,9 @@ IMAGE_FACTOR = 28  # Qwen2-VL: 14-pixel patches merged 2 x 2, so sides are multi
 # Qwen2-VL's processor resamples with bicubic interpolation; resizing with the same filter keeps our stored
 # pixels as close as possible to what the trainer would have computed from the original.
 RESAMPLE = Image.Resampling.BICUBIC
-# Modes stored as they are; any other (palette, CMYK, 16-bit, ...) is converted the way the processor would.
-KEPT_MODES = ("RGB", "RGBA", "L", "LA")
+# Modes a resized image keeps (the processor's conversion to RGB commutes with resizing them); any other (alpha,
+# palette, CMYK, 16-bit, ...) is converted to RGB first, as the processor does before it resizes.
+KEPT_MODES = ("RGB", "L")
 
 
 def check_bounds(min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> None:
@@ -110,8 +119,10 @@ def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, factor: int 
     """``image`` itself when it is already within the bounds (its `smart_resize` size is its size), else a copy
     resized to that size with the processor's bicubic filter.
 
-    RGB, RGBA, L and LA images keep their mode; other modes (palette, CMYK, 16-bit, ...) are converted to RGB, or
-    RGBA when they carry transparency. Raises `ValueError` for an aspect ratio beyond 200:1.
+    A resized image keeps an RGB or L mode; any other mode (RGBA, LA, palette with or without transparency, CMYK,
+    16-bit, ...) is converted with `to_rgb` first, as the processor converts before resizing: the processor then
+    gives the fitted image the pixels it would have given the original. Raises `ValueError` for an aspect ratio
+    beyond 200:1.
 
     Example:
         >>> small = Image.new("RGB", (112, 112), "red")
@@ -125,9 +136,19 @@ def fit_image(image: Image.Image, min_pixels: int, max_pixels: int, factor: int 
     if size == image.size:
         return image
     if image.mode not in KEPT_MODES:
-        has_alpha = image.has_transparency_data
-        image = image.convert("RGBA" if has_alpha else "RGB")
+        image = to_rgb(image)
     return image.resize(size, RESAMPLE)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` in RGB as Qwen2-VL's image processor (transformers 5.20) converts it: alpha dropped, not composited.
+
+    Example:
+        >>> pixel = Image.new("RGBA", (1, 1), (200, 10, 10, 0))  # fully transparent red
+        >>> to_rgb(pixel).getpixel((0, 0))
+        (200, 10, 10)
+    """
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def fit_encoded(data: bytes, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[bytes, bool]:

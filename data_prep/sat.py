@@ -39,7 +39,9 @@ order): same input and options, same fingerprint.
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
 ``options_missing``, ``options_invalid`` (an empty or null option), ``options_duplicate`` (two options equal once
-stripped), ``answer_not_in_options``, ``image_missing``, ``multi_image`` (only with ``--multi-image skip``),
+stripped), ``answer_not_in_options``, ``special_tokens`` (the question or an option holds one of the model's
+special tokens, e.g. ``<|image_pad|>`` or ``<|im_end|>``: `data_prep.schema.SPECIAL_TOKENS`), ``image_missing``,
+``multi_image`` (only with ``--multi-image skip``),
 ``image_undecodable`` (every image is decoded to check it, at reduced scale for JPEG), ``image_aspect_ratio`` (one
 side over 200 times the other: Qwen2-VL's processor refuses it), ``prompt_too_long``. Bad arguments, a missing or
 unreadable source, columns of the wrong type, an output path that holds something or cannot be created, and a
@@ -90,7 +92,7 @@ from data_prep.images import (
 )
 from data_prep.sat_output import check_output, publish, work_folder
 from data_prep.sat_source import PrepError, Source, limited, open_source, read_checked
-from data_prep.schema import RECORD_FEATURES, make_record, prompt_text
+from data_prep.schema import RECORD_FEATURES, make_record, prompt_text, special_tokens_in
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ SKIP_REASONS = (
     "options_invalid",
     "options_duplicate",
     "answer_not_in_options",
+    "special_tokens",
     "image_missing",
     "multi_image",
     "image_undecodable",
@@ -175,6 +178,8 @@ def check_row(row: dict, multi_image: str = "keep") -> tuple[str | None, list[by
     answer = row.get("correct_answer")
     if not isinstance(answer, str) or answer not in options:
         return "answer_not_in_options", []
+    if any(special_tokens_in(text) for text in (question, *options)):
+        return "special_tokens", []
     raw_images = row.get("image_bytes")
     if not isinstance(raw_images, (list, tuple)) or len(raw_images) == 0:
         return "image_missing", []

@@ -22,7 +22,30 @@ language. {question} Choose between the following options: {a}, {b} or {c}"``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from datasets import Features, Image, List, Value
+
+# The special tokens of the Qwen-VL tokenizers (the same fourteen in Qwen2-VL, Qwen2.5-VL and Qwen3-VL), in
+# Qwen2-VL's order. Text holding one is tokenized as that control token, not as text: a question with
+# ``<|image_pad|>`` adds an image slot with no image (training fails hours later on "Image features and image tokens
+# do not match"), one with ``<|im_end|>`` ends the turn early. Data prep and the evaluation refuse such text.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 
 CONTENT_PART = {"type": Value("string"), "text": Value("string")}
 MESSAGE = {"role": Value("string"), "content": List(CONTENT_PART)}
@@ -103,3 +126,15 @@ def prompt_text(messages: list[dict]) -> str:
 def num_images(messages: list[dict]) -> int:
     user = next(m for m in messages if m["role"] == "user")
     return sum(part["type"] == "image" for part in user["content"])
+
+
+def special_tokens_in(text: str, tokens: Iterable[str] = SPECIAL_TOKENS) -> list[str]:
+    """The special tokens (of ``tokens``) that ``text`` contains, in ``tokens``' order.
+
+    Example:
+        >>> special_tokens_in("How many <|image_pad|> chairs?<|im_end|>")
+        ['<|im_end|>', '<|image_pad|>']
+        >>> special_tokens_in("How many chairs? <image>")
+        []
+    """
+    return [token for token in dict.fromkeys(tokens) if token and token in text]

@@ -56,26 +56,13 @@ from transformers import (
 )
 
 from data_prep.chat_templates import QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE
+from data_prep.schema import SPECIAL_TOKENS as SCHEMA_SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
-# Qwen2-VL's special tokens, in its order; the tiny vocabulary keeps them all so prompts render as on the real model.
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
+# Qwen2-VL's special tokens, in its order (defined once, with the data checks that refuse them in text); the tiny
+# vocabulary keeps them all so prompts render as on the real model.
+SPECIAL_TOKENS = list(SCHEMA_SPECIAL_TOKENS)
 # Ordinary (non-special) added tokens of the later families' tokenizers: never split, and kept when decoding with
 # skip_special_tokens (so a Qwen3-VL completion keeps its <think> tags as text).
 QWEN2_5_ADDED_TOKENS = [

@@ -12,9 +12,12 @@ Where the numbers come from
     ``RUN_DIR`` (a recipe's ``output_dir``): its log history, ``RUN_DIR/trainer_state.json`` (kept current at every
     log by `recipes.callbacks.LogHistoryCallback`; ``trainer.save_state()`` writes the same file) or the newest
     ``RUN_DIR/checkpoint-*/trainer_state.json``, whichever reaches the later step. Its CV-Bench result is
-    ``RUN_DIR/eval_cvbench/summary.json`` when that exists (``recipes/eval_cvbench.py --output_dir
-    RUN_DIR/eval_cvbench``, as ``launch/run_ablations.sh`` does): ``accuracy`` (the paper's plain mean),
-    ``official_score``, ``strict`` and the ``per_task``/``per_source`` breakdowns.
+    ``RUN_DIR/eval_cvbench/summary.json`` (``recipes/eval_cvbench.py --output_dir RUN_DIR/eval_cvbench``, as
+    ``launch/run_ablations.sh`` does): ``accuracy`` (the paper's plain mean), ``official_score``, ``strict`` and the
+    ``per_task``/``per_source`` breakdowns — counted only when it was computed from the run folder's final weights
+    and covers the whole dataset (`recipes.compare_checks`); any other summary is shown, marked with why, and kept
+    out of every mean. A metric logged as NaN/inf is shown as divergence (a red cross in the figure, "diverged" in
+    the table), never replaced by the run's last finite value.
     ``--wandb ENTITY/PROJECT/RUN_ID`` (or ``wandb:ENTITY/PROJECT/RUN_ID`` wherever a RUN_DIR is accepted): the run's
     full history, config and tags through W&B's public API (``wandb.Api().run(...)``; needs network and ``wandb
     login``). A local W&B run folder (``RUN_DIR/wandb/offline-run-*``) is read through its RUN_DIR's own log
@@ -29,7 +32,10 @@ Arms: runs of the same experiment with different seeds
       ``experiment:<name>`` tag (set by `recipes.common.setup_reporting`; the W&B *group* is the suite, which holds
       every arm), for a RUN_DIR the folder name of ``output_dir`` in ``RUN_DIR/resolved_config.yaml`` (else the
       folder's own name). A trailing seed marker is dropped (``grpo_seed1`` and ``grpo-seed2`` are arm ``grpo``; a
-      folder named ``seed3`` stands for its parent). The seed comes from the ``seed:<n>`` tag, the config's ``seed``
+      folder named ``seed3`` stands for its parent). Runs of one name are seeds of one arm only when their resolved
+      configurations agree apart from the seed and what only names the run (output_dir, run_name, logging dirs, W&B
+      names); otherwise the arm is split by the settings that differ, named in the arm and the table.
+      The seed comes from the ``seed:<n>`` tag, the config's ``seed``
       or that marker (or a parent folder named ``seed<N>``). Two runs of one automatic arm with the same seed are
       refused (they are not seed replicates: name the arms with ``--arm``). ``--group-by run`` draws every run
       outside an ``--arm`` on its own instead.
@@ -71,6 +77,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from data_prep.files import write_atomic
+from recipes.compare_checks import cvbench_problem, split_by_settings
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +90,7 @@ WANDB_STEP = "train/global_step"
 # The Trainer's end-of-training entry in the log history: one more row, with no per-step metric worth a point.
 TRAIN_END_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
 SEED_SUFFIX = re.compile(r"(?:^|[-_])seed[-_]?(\d+)$")
+DIVERGED_LABEL = "diverged (NaN/inf logged)"
 BAND_NOTE = "arms of several runs: line = mean over the runs, band = min–max over the runs"
 
 
@@ -134,10 +142,18 @@ class RunLog:
     seed: int | None = None
     scalars: dict[str, float] = field(default_factory=dict)  # final values measured by the caller
     info: dict[str, Any] = field(default_factory=dict)  # W&B id, group and tags
+    config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (W&B: the run's config)
+    cvbench_excluded: str | None = None  # why the CV-Bench summary is shown but not counted
+    diverged: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> first (step, NaN/inf value)
 
     def last(self, key: str) -> float | None:
         points = self.series.get(key)
         return points[-1][1] if points else None
+
+    @property
+    def counted_cvbench(self) -> dict[str, Any] | None:
+        """The CV-Bench summary when it is the run's own score (`recipes.compare_checks.cvbench_problem`)."""
+        return None if self.cvbench_excluded else self.cvbench
 
     @property
     def last_step(self) -> float | None:
@@ -151,6 +167,7 @@ class Arm:
 
     name: str
     runs: list[RunLog]
+    notes: list[str] = field(default_factory=list)  # what the table says about how the arm was formed
 
     @property
     def label(self) -> str:
@@ -167,8 +184,24 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def series_from_rows(rows: Iterable[dict[str, Any]], step_key: str, strip_prefix: str = "") -> dict:
+def _nonfinite(value: Any) -> float | None:
+    """NaN or ±inf (a float, or the text JSON writers use for them), else None."""
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+        value = float(value.strip().lower().replace("infinity", "inf"))
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return value
+    return None
+
+
+def series_from_rows(
+    rows: Iterable[dict[str, Any]],
+    step_key: str,
+    strip_prefix: str = "",
+    diverged: dict[str, tuple[float, float]] | None = None,
+) -> dict:
     """Metric series from log rows (dicts holding a step and metrics); non-numeric and missing values are skipped.
+    NaN and ±inf are no points of a series: each metric's first one goes to ``diverged`` (``metric: (step, value)``),
+    so that the divergence is shown rather than the last finite value passed off as the final one.
 
     Example:
         >>> rows = [{"step": 1, "reward": 0.5, "kl": None}, {"step": 2, "reward": 0.7, "kl": 0.01}]
@@ -185,10 +218,13 @@ def series_from_rows(rows: Iterable[dict[str, Any]], step_key: str, strip_prefix
         for key, value in row.items():
             if key in (step_key, "step", "epoch") or key.startswith("_"):
                 continue
+            name = key[len(strip_prefix) :] if strip_prefix and key.startswith(strip_prefix) else key
+            if (bad := _nonfinite(value)) is not None and diverged is not None:
+                if name not in diverged or step < diverged[name][0]:
+                    diverged[name] = (step, bad)
             value = _number(value)
             if value is None:
                 continue
-            name = key[len(strip_prefix) :] if strip_prefix and key.startswith(strip_prefix) else key
             series.setdefault(name, {})[step] = value  # a step logged twice keeps its latest value
     return {key: sorted(points.items()) for key, points in series.items()}
 
@@ -272,8 +308,9 @@ def load_run_dir(run_dir: str | Path, name: str | None = None, scalars: dict[str
     if not path.is_dir():
         raise CompareError(f"{path} is not a folder; give the output_dir of a training run")
     state_path = find_trainer_state(path)
-    series = series_from_rows(_read_state(state_path)["log_history"], step_key="step")
-    if not series:
+    diverged: dict[str, tuple[float, float]] = {}
+    series = series_from_rows(_read_state(state_path)["log_history"], step_key="step", diverged=diverged)
+    if not series and not diverged:
         raise CompareError(f"{state_path} holds no logged metrics yet (empty log_history): wait for the first log")
     cvbench, cvbench_source = read_cvbench(path)
     config = read_resolved_config(path)
@@ -283,6 +320,11 @@ def load_run_dir(run_dir: str | Path, name: str | None = None, scalars: dict[str
     run = RunLog(name or path.name, str(state_path), series, cvbench, cvbench_source, arm=arm)
     run.seed = folder_seed if seed is None else seed
     run.scalars = dict(scalars or {})
+    run.diverged = diverged
+    run.config = {k: v for k, v in config.items() if isinstance(v, dict)} or config  # its sections, else flat
+    if cvbench is not None and (why := cvbench_problem(path, cvbench)):
+        logger.warning("CV-Bench summary %s not counted as %s's score: %s", cvbench_source, run.name, why)
+        run.cvbench_excluded = why
     return run
 
 
@@ -292,8 +334,9 @@ def load_run_dir(run_dir: str | Path, name: str | None = None, scalars: dict[str
 def run_log_from_api(run: Any, source: str) -> RunLog:
     """A `RunLog` from a `wandb.apis.public.Run`, read through its public attributes only: ``scan_history()`` (the
     full, unsampled history), ``config``, ``tags``, ``group``, ``name`` and ``id``."""
-    series = series_from_rows(run.scan_history(), step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX)
-    if not series:
+    diverged: dict[str, tuple[float, float]] = {}
+    series = series_from_rows(run.scan_history(), step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX, diverged=diverged)
+    if not series and not diverged:
         raise CompareError(f"W&B run {source} has no logged training metrics ({WANDB_STEP} missing)")
     # The public API unwraps config values; older exports keep W&B's {"value": ...} wrapper.
     config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in dict(run.config or {}).items()}
@@ -303,7 +346,9 @@ def run_log_from_api(run: Any, source: str) -> RunLog:
     arm, name_seed = experiment_of(tagged.get("arm") or tagged.get("experiment") or output_dir or str(run.name))
     seed = next((s for s in (_seed(tagged.get("seed")), _seed(config.get("seed")), name_seed) if s is not None), None)
     info = {"id": run.id, "group": getattr(run, "group", None), "tags": tags}
-    return RunLog(str(run.name or run.id), source, series, arm=arm, seed=seed, info=info)
+    log = RunLog(str(run.name or run.id), source, series, arm=arm, seed=seed, info=info, config=config)
+    log.diverged = diverged
+    return log
 
 
 def load_wandb_api(run_path: str) -> RunLog:
@@ -381,18 +426,26 @@ def unique_names(runs: list[RunLog]) -> None:
 
 
 def group_runs(runs: Sequence[RunLog]) -> list[Arm]:
-    """Arms by each run's automatic arm, in first-seen order; two runs of an arm with the same seed are refused."""
-    arms: dict[str, Arm] = {}
+    """Arms by each run's automatic arm, in first-seen order, split where the runs' settings differ
+    (`recipes.compare_checks.split_by_settings`); two runs of an arm with the same seed are refused."""
+    by_name: dict[str, list[RunLog]] = {}
     for run in runs:
-        arm = arms.setdefault(run.arm or run.name, Arm(run.arm or run.name, []))
-        twin = next((r for r in arm.runs if run.seed is not None and r.seed == run.seed), None)
-        if twin is not None:
-            raise CompareError(
-                f"runs {twin.source} and {run.source} are both arm {arm.name!r} with seed {run.seed}: they are not "
-                "seed replicates. Name the arms yourself (--arm NAME RUN...) or draw every run alone (--group-by run)."
-            )
-        arm.runs.append(run)
-    return list(arms.values())
+        by_name.setdefault(run.arm or run.name, []).append(run)
+    arms = [
+        Arm(name, members, notes)
+        for key, group in by_name.items()
+        for name, members, notes in split_by_settings(key, group)
+    ]
+    for arm in arms:
+        for i, run in enumerate(arm.runs):
+            twin = next((r for r in arm.runs[:i] if run.seed is not None and r.seed == run.seed), None)
+            if twin is not None:
+                raise CompareError(
+                    f"runs {twin.source} and {run.source} are both arm {arm.name!r} with seed {run.seed}: they are "
+                    "not seed replicates. Name the arms yourself (--arm NAME RUN...) or draw every run alone "
+                    "(--group-by run)."
+                )
+    return arms
 
 
 def build_arms(items: Sequence[RunLog | Arm], group_by: str = "arm") -> list[Arm]:
@@ -511,6 +564,10 @@ def make_figure(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS):
                 ax.fill_between(curve.steps, curve.low, curve.high, color=color, alpha=0.2, lw=0)
             elif logged:
                 logger.warning("the runs of %s share no logged step of %s: no mean drawn", arm.name, panel.key)
+            for run in arm.runs:
+                if panel.key in run.diverged:
+                    _mark_divergence(ax, run, panel.key, color)
+                    logged.append(run)
             drawn = drawn or bool(logged)
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
@@ -521,6 +578,8 @@ def make_figure(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS):
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=colors[i % len(colors)], label=arm.label) for i, arm in enumerate(arms)]
+    if any(run.diverged for arm in arms for run in arm.runs):
+        handles.append(plt.Line2D([], [], color="red", marker="X", ls="", label=DIVERGED_LABEL))
     several = any(len(arm.runs) > 1 for arm in arms)
     fig.legend(
         handles=handles,
@@ -533,6 +592,17 @@ def make_figure(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS):
     top = (0.35 + 0.25 * several + 0.25 * ((len(arms) - 1) // 4)) / (3.6 * rows)
     fig.tight_layout(rect=(0, 0, 1, 1 - top))
     return fig
+
+
+def _mark_divergence(ax, run: RunLog, key: str, color: str) -> None:
+    """A red cross where ``run`` first logged NaN/inf for ``key`` (at its last finite value before, else 0), a dotted
+    line at that step and the value written beside it."""
+    step, value = run.diverged[key]
+    before = [v for s, v in run.series.get(key, []) if s < step]
+    y = before[-1] if before else 0.0
+    ax.axvline(step, color=color, ls=":", lw=1, alpha=0.7)
+    ax.plot([step], [y], marker="X", ms=10, color="red", mec=color, ls="", gid=f"diverged:{run.name}")
+    ax.annotate(str(value), (step, y), xytext=(4, 4), textcoords="offset points", color="red", fontsize=8)
 
 
 def _draw_run(ax, run: RunLog, panel: Panel, color: str, label: str) -> None:
@@ -600,6 +670,23 @@ def _scalar_names(arms: Sequence[Arm]) -> list[str]:
     return names
 
 
+def final_cell(arm: Arm, key: str) -> str:
+    """Mean ± s.d. of the runs' last values of ``key``; a run that logged NaN/inf for it makes the cell say so (no
+    mean is taken over the runs that did not diverge).
+
+    Example:
+        >>> runs = [RunLog("a", "a", {"loss": [(1.0, 0.5)]}), RunLog("b", "b", {"loss": [(1.0, 0.7)]})]
+        >>> runs[1].diverged = {"loss": (2.0, float("nan"))}
+        >>> final_cell(Arm("x", runs), "loss")
+        'diverged: b (nan at step 2) — 1 of 2 runs'
+    """
+    broken = [(r.name, *r.diverged[key]) for r in arm.runs if key in r.diverged]
+    if broken:
+        runs = ", ".join(f"{name} ({value} at step {_fmt(step)})" for name, step, value in broken)
+        return f"diverged: {runs}" + (f" — {len(broken)} of {len(arm.runs)} runs" if len(arm.runs) > 1 else "")
+    return fmt_stat(stat(r.last(key) for r in arm.runs), len(arm.runs))
+
+
 def table_rows(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> tuple[list[str], list[list[str]]]:
     """Per arm: its runs and seeds, mean ± s.d. of each run's last value of every curve, CV-Bench, extra scalars."""
     metrics = [(p.column or p.title, p.key) for p in panels_for(arms, panels)] + list(EXTRA_COLUMNS)
@@ -612,15 +699,22 @@ def table_rows(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> tuple[l
         seeds = ", ".join("?" if r.seed is None else str(r.seed) for r in arm.runs)
         last = stat(r.last_step for r in arm.runs)
         steps = "—" if last is None else "–".join(dict.fromkeys([_fmt(last.low), _fmt(last.high)]))
-        notes = []
-        if missing := [label for label, key in metrics if not any(key in r.series for r in arm.runs)]:
+        notes = list(arm.notes)
+        logged = [label for label, key in metrics if any(key in r.series or key in r.diverged for r in arm.runs)]
+        if missing := [label for label, _ in metrics if label not in logged]:
             notes.append("not logged: " + ", ".join(missing))
-        with_summary = sum(r.cvbench is not None for r in arm.runs)
-        if not with_summary:
+        with_summary = sum(r.counted_cvbench is not None for r in arm.runs)
+        excluded = [f"{r.name}: {r.cvbench_excluded}" for r in arm.runs if r.cvbench_excluded]
+        if not with_summary and not excluded:
             local = any(not r.source.startswith("wandb:") for r in arm.runs)
             notes.append("no CV-Bench summary" + (f" ({CVBENCH_SUMMARY})" if local else ""))
         elif with_summary < n:
-            notes.append(f"CV-Bench summary for {with_summary} of {n} runs")
+            notes.append(f"CV-Bench summary counted for {with_summary} of {n} runs")
+        if excluded:
+            notes.append("CV-Bench summary not counted (" + "; ".join(excluded) + ")")
+        for run in arm.runs:  # counted, but over fewer rows than the dataset: rows skipped as unusable
+            if skipped := _cvbench_value(run.counted_cvbench, "rows", "skipped"):
+                notes.append(f"{run.name}: CV-Bench left out {int(skipped)} unusable rows (skipped)")
         if last is not None and last.low != last.high:
             notes.append("runs end at different steps: each run's last value; curves averaged where all logged")
         rows.append(
@@ -629,8 +723,11 @@ def table_rows(arms: Sequence[Arm], panels: Sequence[Panel] = PANELS) -> tuple[l
                 str(n),
                 seeds,
                 steps,
-                *(fmt_stat(stat(r.last(key) for r in arm.runs), n) for _, key in metrics),
-                *(fmt_stat(stat(_cvbench_value(r.cvbench, *path) for r in arm.runs), n) for _, path in cvbench),
+                *(final_cell(arm, key) for _, key in metrics),
+                *(
+                    fmt_stat(stat(_cvbench_value(r.counted_cvbench, *path) for r in arm.runs), n)
+                    for _, path in cvbench
+                ),
                 *(fmt_stat(stat(_number(r.scalars.get(name)) for r in arm.runs), n) for name in scalars),
                 "; ".join(notes),
             ]
@@ -648,7 +745,7 @@ def cvbench_breakdown(arms: Sequence[Arm]) -> tuple[list[str], list[list[str]]]:
                     columns.append((name, (group, name, "accuracy")))
     rows = []
     for arm in arms:
-        summaries = [r.cvbench for r in arm.runs if r.cvbench is not None]
+        summaries = [r.counted_cvbench for r in arm.runs if r.counted_cvbench is not None]
         if summaries:
             values = [
                 fmt_stat(stat(_cvbench_value(s, *path) for s in summaries), len(summaries)) for _, path in columns
@@ -669,7 +766,10 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def _describe(run: RunLog, arm: Arm) -> str:
     parts = [f"arm {arm.name}", f"seed {'?' if run.seed is None else run.seed}", run.source]
     if run.cvbench_source:
-        parts.append(f"CV-Bench: {run.cvbench_source}")
+        counted = f"not counted: {run.cvbench_excluded}" if run.cvbench_excluded else "counted"
+        parts.append(f"CV-Bench: {run.cvbench_source} ({counted})")
+    if run.diverged:
+        parts.append("diverged: " + ", ".join(f"{k} {v} at step {_fmt(s)}" for k, (s, v) in run.diverged.items()))
     if run.info.get("group"):
         parts.append(f"W&B group {run.info['group']}")
     if run.info.get("tags"):
@@ -684,7 +784,8 @@ def render_html(arms: Sequence[Arm], png: bytes, title: str, panels: Sequence[Pa
     runs = [(run, arm) for arm in arms for run in arm.runs]
     sources = "".join(f"<li><b>{html.escape(r.name)}</b>: {html.escape(_describe(r, a))}</li>" for r, a in runs)
     cvbench_details = "".join(
-        f"<details><summary>CV-Bench summary of {html.escape(run.name)}</summary><pre>"
+        f"<details><summary>CV-Bench summary of {html.escape(run.name)}"
+        f"{html.escape(f' — NOT COUNTED: {run.cvbench_excluded}' if run.cvbench_excluded else '')}</summary><pre>"
         f"{html.escape(json.dumps(run.cvbench, indent=2, sort_keys=True))}</pre></details>"
         for run, _ in runs
         if run.cvbench is not None

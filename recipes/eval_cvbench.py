@@ -23,13 +23,24 @@ schema; ``python -m data_prep.synthetic --kind cvbench`` writes one offline. The
 Outputs in ``--output_dir``: ``predictions.jsonl`` (one line per row: the prompt as rendered, the response, the
 extracted answer, both verdicts), ``summary.json`` and ``summary.md`` (accuracy as the paper computed it, the official
 score, per task/source/type, and what they were computed under: model fingerprint, prompt with a rendered example,
-resolution applied, skipped rows, data errors), and ``run_config.json`` (the run key). Each prediction is appended
+resolution applied, skipped rows, data errors), ``run_config.json`` (the run key) and ``provenance.json`` (the
+folder's record, `recipes.provenance`: kind ``cvbench-eval``, defined by the run key's id, the files the evaluation
+owns). One evaluation writes a folder at a time: a second one started into it is refused (``provenance.sole_writer``).
+A folder holding files and no record, a file, the model's own folder, or the output folder of a training run is
+refused before the model is loaded; ``--overwrite_output_dir true`` deletes exactly the files the record owns.
+Each prediction is appended
 and flushed as soon as it is made: re-running the same command scores only the rows still missing and gives the same
 summary as an uninterrupted run (greedy decoding; batched and one-at-a-time generation agree on CPU in float32, as
 tested; in bf16 on GPUs a different batch composition can flip near-tied tokens). Predictions are resumed only under
 the same run key, a fingerprint of the model's files (their content: retraining into the same folder changes it),
 the dataset's content and split, the prompt, resolution, dtype, backend and token budget; anything else is refused
-with the differences, or started over with ``--overwrite_output_dir true``.
+with the differences, or started over with ``--overwrite_output_dir true``; the summary is computed only from
+predictions made under the current key.
+
+Bad rows: a row whose image cannot be decoded, whose prompt is null or empty, or whose prompt holds one of the
+model's special tokens (``<|image_pad|>``, ``<|im_end|>``, ...: it would be read as a control token) stops the run
+with a one-line error naming it (prompts are checked before anything is written), or with ``--skip_bad_images true``
+is skipped and counted in the summary, left out of every score.
 
 Data parallel: under ``accelerate launch`` each process scores every N-th row still missing, writes it to its own
 ``predictions.rank<k>.jsonl``, and the main process merges them. On a machine without GPUs launch the processes with
@@ -38,6 +49,8 @@ Data parallel: under ``accelerate launch`` each process scores every N-th row st
 How this differs from the paper's evaluation (its ``src/eval/evaluate_Qwen2_VL_CVBench*.py``):
 * Images are resized within the bounds with PIL before the processor sees them (as the paper's transformers 4.49
   did; transformers 5 resizes with torchvision by default), so every backend sees the same pixels.
+* An image with transparency is converted as the pinned processor (transformers 5.20) converts it, alpha dropped
+  (`data_prep.images.to_rgb`); the paper's transformers 4.49 composited it on white.
 * Batches are padded on the left (the paper left its processor's padding side at the default, its left-padding
   line commented out). The paper's batch size was 32 on ``DataParallel``; batch size changes nothing here.
 * The official CV-Bench score and a stricter scorer (reported separately) are added; the paper reported the plain mean.
@@ -47,7 +60,9 @@ How this differs from the paper's evaluation (its ``src/eval/evaluate_Qwen2_VL_C
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -55,18 +70,20 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
+from datasets import Dataset
 from trl import TrlParser
 
+from recipes import provenance
 from recipes.cli import run_cli
 from recipes.errors import RecipeError
 from recipes.evaluation.config import EvalArguments, check_arguments
-from recipes.evaluation.data import dataset_fingerprint, load_cvbench, row_metadata
+from recipes.evaluation.data import check_prompts, dataset_fingerprint, load_cvbench, row_metadata
 from recipes.evaluation.fingerprint import is_adapter, local_model_folder, model_fingerprint, run_key
-from recipes.evaluation.generation import load_processor, make_generator, predict_rows
-from recipes.evaluation.output import OutputDir
+from recipes.evaluation.generation import load_processor, make_generator, predict_rows, prediction_record
+from recipes.evaluation.output import OutputDir, check_output_folder
 from recipes.evaluation.summary import official_score, summarize, summary_markdown
 from recipes.models import check_model_available
-from recipes.prompts import render
+from recipes.prompts import PromptTemplate, render
 from rewards.cvbench import extract_answer, gold_option, score_response, score_response_strict
 
 __all__ = [  # the scorer and the official score, promised to users as importable from here (README)
@@ -88,6 +105,7 @@ def main(args: EvalArguments) -> dict | None:
     # its rows waits for the others at a barrier: allow more than torch's default 30 minutes.
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=12))
     template = check_arguments(args, state.num_processes)
+    check_output_folder(Path(args.output_dir), args.model_name_or_path, args.dataset)
     logger.info("evaluation settings: %s", asdict(args))
 
     # Model: its local files (a hub id through the cache) and its own processor; nothing is written before this.
@@ -95,8 +113,7 @@ def main(args: EvalArguments) -> dict | None:
     with state.main_process_first():
         folder = local_model_folder(args.model_name_or_path, args.model_revision)
     processor, (min_pixels, max_pixels) = load_processor(folder, args, template)
-    overridden = args.min_pixels is not None or args.max_pixels is not None
-    logger.info("images resized within %d..%d pixels (%s)", min_pixels, max_pixels, _bounds_source(overridden))
+    logger.info("images resized within %d..%d pixels (%s)", min_pixels, max_pixels, _bounds_source(args))
 
     # Data: the rows to score (the first --limit rows); images are decoded only when a batch needs them.
     with state.main_process_first():
@@ -105,44 +122,87 @@ def main(args: EvalArguments) -> dict | None:
     if not rows:
         raise RecipeError(f"{args.dataset!r} (split {args.dataset_split!r}) has no rows")
     selection = range(len(rows) if args.limit is None else min(args.limit, len(rows)))
-    example = render(processor, template.messages(rows[0]["prompt"], num_images=1))
+    bad = check_prompts(rows, selection, processor.tokenizer, args.dataset, args.skip_bad_images)
+    usable = [i for i in selection if i not in bad]
+    if not usable:
+        raise RecipeError(f"none of the {len(selection)} selected rows of {args.dataset} has a usable prompt")
+    example = render(processor, template.messages(rows[usable[0]]["prompt"], num_images=1))
     logger.info("first rendered prompt (before image-token expansion):\n%s", example)
 
-    # Run key: what every response depends on (the main process reads the weights and images once).
-    key = [None]
-    if state.is_main_process:
-        key[0] = run_key(
-            model=model_fingerprint(folder),
-            dataset={"split": args.dataset_split, "rows": len(rows), "sha256": dataset_fingerprint(dataset, rows)},
-            prompt={"name": args.prompt, "chat_template": args.chat_template, "example": example},
-            generation={"backend": args.backend, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens},
-            resolution={"min_pixels": min_pixels, "max_pixels": max_pixels},
-        )
-    key = broadcast_object_list(key)[0]
+    # Output folder: one writer at a time, held by the main process for every process until the end (a second
+    # evaluation started into it is refused here, before it spends minutes reading the weights).
+    with sole_writer(state, args.output_dir):
+        # Run key: what every response depends on (the main process reads the weights and images once).
+        key = [None]
+        if state.is_main_process:
+            key[0] = run_key(
+                model=model_fingerprint(folder),
+                dataset={"split": args.dataset_split, "rows": len(rows), "sha256": dataset_fingerprint(dataset, rows)},
+                prompt={"name": args.prompt, "chat_template": args.chat_template, "example": example},
+                generation={"backend": args.backend, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens},
+                resolution={"min_pixels": min_pixels, "max_pixels": max_pixels},
+            )
+        key = broadcast_object_list(key)[0]
+        return _evaluate(args, state, folder, processor, template, dataset, rows, selection, key, bad)
 
-    # Output folder: refuse predictions made under another key (or clear them when told to), fold in what an
-    # interrupted run left, find the rows still missing.
+
+@contextlib.contextmanager
+def sole_writer(state: PartialState, output_dir: str) -> Iterator[None]:
+    """The main process holds ``output_dir`` for every process of this evaluation; a second evaluation started
+    into it meanwhile is refused in all its processes (`recipes.provenance.sole_writer`)."""
+    with contextlib.ExitStack() as held:
+        refused = [None]
+        if state.is_main_process:
+            try:
+                held.enter_context(provenance.sole_writer(output_dir, "a CV-Bench evaluation"))
+            except RecipeError as err:
+                refused[0] = str(err)
+        refused = broadcast_object_list(refused)[0]
+        if refused:
+            raise RecipeError(refused)
+        yield
+
+
+def _evaluate(
+    args: EvalArguments,
+    state: PartialState,
+    folder: Path,
+    processor,
+    template: PromptTemplate,
+    dataset: Dataset,
+    rows: list[dict],
+    selection: range,
+    key: dict,
+    bad: dict[int, str],
+) -> dict | None:
+    """Score the missing rows into the held output folder, merge, summarize (the summary: main process only)."""
     out = OutputDir(Path(args.output_dir), state.process_index, state.num_processes)
     clear = out.check(key, args.overwrite_output_dir)
     state.wait_for_everyone()  # every process has checked before the main process changes anything
     if state.is_main_process:
-        out.start(key, clear)
+        out.start(key, clear, inputs=[args.dataset])
     state.wait_for_everyone()
-    done = out.read_predictions()
+    done = current(out.read_predictions(), key["id"])
     todo = [i for i in selection if i not in done]
     shard = todo[state.process_index :: state.num_processes]
     logger.info("%d of %d rows to score; this process: %d", len(todo), len(selection), len(shard))
 
     # Generate and score this process's rows, a batch at a time, each prediction appended as soon as it exists.
+    # Rows with an unusable prompt (--skip_bad_images) are recorded as skipped, with why.
+    if skipped := [prediction_record(i, rows[i], key["id"], skipped=bad[i]) for i in shard if i in bad]:
+        out.append(skipped)
+    shard = [i for i in shard if i not in bad]
     if shard:
-        generate = make_generator(args, folder, processor, (min_pixels, max_pixels), state.device)
+        generate = make_generator(
+            args, folder, processor, (key["resolution"]["min_pixels"], key["resolution"]["max_pixels"]), state.device
+        )
         predict_rows(dataset, rows, shard, template, processor, generate, args, out, key["id"], state.is_main_process)
 
     # Merge the processes' predictions and write the summaries (main process).
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    predictions = out.merge()
+    predictions = current(out.merge(), key["id"])  # only what this model made under this run key is scored
     run = {
         "model": {
             "name": args.model_name_or_path,
@@ -153,7 +213,7 @@ def main(args: EvalArguments) -> dict | None:
         "dataset": {"name": args.dataset, "split": args.dataset_split, "sha256": key["dataset"]["sha256"]},
         "prompt": key["prompt"],
         "generation": {**key["generation"], "do_sample": False},
-        "resolution": {**key["resolution"], "source": _bounds_source(overridden)},
+        "resolution": {**key["resolution"], "source": _bounds_source(args)},
         "fingerprint": key,
         "rows": {"selected": len(selection), "dataset": len(rows), "limit": args.limit},
         "data_errors": [
@@ -167,7 +227,13 @@ def main(args: EvalArguments) -> dict | None:
     return summary
 
 
-def _bounds_source(overridden: bool) -> str:
+def current(predictions: dict[int, dict], key_id: str) -> dict[int, dict]:
+    """The predictions made under the run key ``key_id`` (a folder is resumed only under its key; this makes sure)."""
+    return {row: p for row, p in predictions.items() if p.get("fingerprint") == key_id}
+
+
+def _bounds_source(args: EvalArguments) -> str:
+    overridden = args.min_pixels is not None or args.max_pixels is not None
     return "--min_pixels/--max_pixels" if overridden else "the checkpoint's own saved processor bounds"
 
 

@@ -60,8 +60,21 @@ def write_state(folder: Path, history: list[dict], global_step: int | None = Non
     return path
 
 
-def write_cvbench(folder: Path, accuracy: float, official: float | None = None, per_task: dict | None = None) -> None:
+def write_cvbench(
+    folder: Path, accuracy: float, official: float | None = None, per_task: dict | None = None, rows: int = 48
+) -> None:
+    """A CV-Bench summary of the run's own final weights (``folder``'s model files, written here if missing), over
+    the whole dataset, in the fields `recipes.eval_cvbench` writes; real evaluations: tests/test_compare_cvbench.py."""
+    from recipes.evaluation.fingerprint import model_fingerprint
+
+    if not (folder / "model.safetensors").exists():
+        (folder / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+        (folder / "model.safetensors").write_bytes(f"weights of {folder}".encode())
+    model = model_fingerprint(folder)
     summary = {
+        "model": {"name": str(folder), "sha256": model["sha256"]},
+        "fingerprint": {"id": "0123456789abcdef", "model": model},
+        "rows": {"scored": rows, "skipped": 0, "selected": rows, "missing": 0, "dataset": rows, "limit": None},
         "accuracy": accuracy,
         "official_score": official,
         "per_task": {name: {"accuracy": value} for name, value in (per_task or {}).items()},

@@ -415,14 +415,18 @@ def test_limit_then_full_run_gives_the_uninterrupted_result(reference, varied_mo
     assert (tmp_path / "e" / "predictions.jsonl").read_bytes() == (ref_out / "predictions.jsonl").read_bytes()
 
 
+def killed_run(out: Path, summary: dict, processes: int = 1) -> None:
+    """What an evaluation killed mid-run leaves besides its predictions: its record (running) and its run key."""
+    OutputDir(out, world_size=processes).start(summary["fingerprint"], clear=False, inputs=[])
+
+
 @pytest.mark.slow
 def test_a_torn_last_line_is_redone_and_the_result_is_unchanged(
     reference, varied_model_dir, cvbench_parquet, tmp_path
 ):
     ref_out, ref_summary = reference
     out = tmp_path / "e"
-    out.mkdir()
-    shutil.copy(ref_out / "run_config.json", out)
+    killed_run(out, ref_summary)
     lines = (ref_out / "predictions.jsonl").read_bytes().splitlines(keepends=True)
     # A kill mid-write: 30 complete lines, then half of the 31st (no summary yet).
     (out / "predictions.jsonl").write_bytes(b"".join(lines[:30]) + lines[30][: len(lines[30]) // 2])
@@ -444,8 +448,7 @@ def test_a_line_torn_inside_a_character_is_skipped(tmp_path):
 def test_files_left_by_a_killed_multi_process_run_are_merged(reference, varied_model_dir, cvbench_parquet, tmp_path):
     ref_out, ref_summary = reference
     out = tmp_path / "e"
-    out.mkdir()
-    shutil.copy(ref_out / "run_config.json", out)
+    killed_run(out, ref_summary, processes=2)
     lines = (ref_out / "predictions.jsonl").read_text().splitlines(keepends=True)
     (out / "predictions.jsonl").write_text("".join(lines[:10]))
     (out / "predictions.rank0.jsonl").write_text("".join(lines[10:40:2]))
@@ -515,19 +518,6 @@ def test_another_dataset_content_is_refused(varied_model_dir, cvbench_parquet, t
     pq.write_table(table.set_column(table.schema.get_field_index("answer"), "answer", [answers]), changed)
     with pytest.raises(RecipeError, match=r"dataset\.sha256"):
         evaluate(varied_model_dir, changed, tmp_path / "e", limit=2, max_new_tokens=2)
-
-
-def test_predictions_without_a_run_config_are_refused(varied_model_dir, cvbench_parquet, tmp_path):
-    (tmp_path / "predictions.jsonl").write_text(json.dumps({"row": 0, "correct": True}) + "\n")
-    with pytest.raises(RecipeError, match="run_config.json"):
-        evaluate(varied_model_dir, cvbench_parquet, tmp_path, limit=1)
-
-
-def test_a_folder_without_predictions_is_reused_with_new_settings(varied_model_dir, cvbench_parquet, tmp_path):
-    (tmp_path / "run_config.json").write_text(json.dumps({"max_new_tokens": 1, "prompt": "instruct"}))
-    summary = evaluate(varied_model_dir, cvbench_parquet, tmp_path, limit=2)
-    assert summary["rows"]["scored"] == 2
-    assert json.loads((tmp_path / "run_config.json").read_text())["generation"]["max_new_tokens"] == 8
 
 
 def test_an_invalid_model_leaves_nothing_behind(cvbench_parquet, tmp_path):

@@ -287,6 +287,10 @@ def bad_rows_parquet(sat_parquet, tmp_path):
         ({**good, "answers": [answer, f" {answer} "]}, "options_duplicate"),  # the same option once shown
         ({**good, "correct_answer": "somewhere else"}, "answer_not_in_options"),
         ({**good, "correct_answer": None}, "answer_not_in_options"),
+        # The model's own special tokens in text: an image slot without an image, a turn ended early.
+        ({**good, "question": "How many <|image_pad|> chairs?"}, "special_tokens"),
+        ({**good, "question": "Which is closer?<|im_end|>\n<|im_start|>assistant"}, "special_tokens"),
+        ({**good, "answers": [answer, "<|vision_start|>left"], "correct_answer": answer}, "special_tokens"),
         ({**good, "image_bytes": None}, "image_missing"),
         ({**good, "image_bytes": []}, "image_missing"),
         ({**good, "image_bytes": [None]}, "image_missing"),
@@ -694,7 +698,8 @@ def test_fit_image_returns_the_same_image_within_bounds_and_a_resized_copy_outsi
     for size, mode in [((1500, 1000), "RGB"), ((40, 30), "RGB"), ((100, 150), "RGB"), ((900, 900), "RGBA")]:
         image = PILImage.new(mode, size, "red")
         fitted = fit_image(image, MIN_PIXELS, MAX_PIXELS, 28)
-        assert fitted.size == fitted_size(*size, MIN_PIXELS, MAX_PIXELS) != size and fitted.mode == mode
+        assert fitted.size == fitted_size(*size, MIN_PIXELS, MAX_PIXELS) != size
+        assert fitted.mode == ("RGB" if mode == "RGBA" else mode)  # alpha dropped first, as the processor does
     palette = PILImage.new("P", (1000, 1000))
     assert fit_image(palette, MIN_PIXELS, MAX_PIXELS).mode == "RGB"
     with pytest.raises(ValueError, match="aspect ratio"):

@@ -76,8 +76,9 @@ class EvalArguments:
     skip_bad_images: bool = field(
         default=False,
         metadata={
-            "help": "Skip rows whose image cannot be decoded (counted in the summary) instead of stopping at the "
-            "first one."
+            "help": "Skip rows that cannot be evaluated (counted in the summary, left out of every score) instead of "
+            "stopping: an image that cannot be decoded, a missing (null or empty) prompt, a prompt holding the "
+            "model's special tokens (<|image_pad|>, <|im_end|>, ...)."
         },
     )
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: share of GPU memory to use."})

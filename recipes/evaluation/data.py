@@ -12,7 +12,8 @@ from typing import Any
 from datasets import Dataset, Image, load_dataset, load_from_disk
 from PIL import Image as PILImage
 
-from data_prep.images import strict_loading
+from data_prep.images import strict_loading, to_rgb
+from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
 from recipes.cli import QUICKSTART
 from recipes.errors import RecipeError
 
@@ -74,6 +75,45 @@ def row_metadata(dataset: Dataset) -> list[dict]:
     return dataset.select_columns([c for c in COLUMNS if c != "image"]).to_list()
 
 
+def model_special_tokens(tokenizer) -> list[str]:
+    """The tokenizer's own special tokens (its added special tokens too) and the Qwen-VL ones."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return list(dict.fromkeys([*SPECIAL_TOKENS, *tokenizer.all_special_tokens, *added]))
+
+
+def unusable_prompts(rows: list[dict], selection: range, special_tokens: list[str]) -> dict[int, str]:
+    """``{row: why}`` for the selected rows whose ``prompt`` cannot be given to the model: missing (null or empty),
+    or holding one of the model's special tokens (it would be read as a control token, e.g. an image slot).
+
+    Example:
+        >>> rows = [{"prompt": "How many?"}, {"prompt": None}, {"prompt": "Which <|im_end|> one?"}]
+        >>> unusable_prompts(rows, range(3), ["<|im_end|>"])
+        {1: 'the prompt is missing (None)', 2: "the prompt holds the model's special token(s) <|im_end|>"}
+    """
+    bad = {}
+    for row in selection:
+        prompt = rows[row].get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            bad[row] = f"the prompt is missing ({prompt!r})"
+        elif found := special_tokens_in(prompt, special_tokens):
+            bad[row] = f"the prompt holds the model's special token(s) {', '.join(found)}"
+    return bad
+
+
+def check_prompts(rows: list[dict], selection: range, tokenizer, dataset: str, skip: bool) -> dict[int, str]:
+    """The selected rows whose prompt cannot be used (`unusable_prompts`), to be skipped (``skip``); without
+    ``skip`` a clear error naming them, before anything is generated or written."""
+    bad = unusable_prompts(rows, selection, model_special_tokens(tokenizer))
+    if bad and not skip:
+        listed = "; ".join(f"row {row} (idx {rows[row].get('idx')}): {why}" for row, why in list(bad.items())[:5])
+        raise RecipeError(
+            f"{len(bad)} row(s) of {dataset} cannot be given to the model: {listed}"
+            f"{' ...' if len(bad) > 5 else ''}. Fix or drop them, or skip such rows (counted in the summary, left "
+            "out of the accuracy): --skip_bad_images true"
+        )
+    return bad
+
+
 def _image_bytes(cell: Any) -> bytes:
     """The encoded image of a row (``Image(decode=False)`` gives its bytes, or a path to them)."""
     if not isinstance(cell, dict):
@@ -86,10 +126,12 @@ def _image_bytes(cell: Any) -> bytes:
 
 
 def open_image(cell: Any) -> PILImage.Image:
-    """One row's image, fully decoded and in RGB; raises (a PIL or OS error) when it cannot be decoded."""
+    """One row's image, fully decoded and in RGB as the trainer's processor converts it (`data_prep.images.to_rgb`:
+    transparency dropped, not composited); raises (a PIL or OS error) when it cannot be decoded."""
     with strict_loading(), PILImage.open(io.BytesIO(_image_bytes(cell))) as image:
         image.load()
-        return image.convert("RGB")
+        rgb = to_rgb(image)
+        return rgb.copy() if rgb is image else rgb  # the opened image is closed when this block ends
 
 
 def dataset_fingerprint(dataset: Dataset, rows: list[dict]) -> str:

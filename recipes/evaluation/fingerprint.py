@@ -35,12 +35,43 @@ def local_model_folder(name_or_path: str, revision: str | None = None) -> Path:
     when missing and the hub is reachable). Refuses a local folder that is not a model or adapter folder."""
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path.is_dir() and is_adapter(path)):
+        if path.is_dir() and is_adapter(path):
+            check_adapter_base(path)
+        else:
             check_model_folder(str(path))
         return path.resolve()
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=list(MODEL_FILES)))
+
+
+def check_adapter_base(folder: Path) -> None:
+    """Refuse, before anything is read or written, a LoRA adapter whose base model cannot be found: a local base
+    that moved is named, a hub id must be loadable (cached, or the hub reachable)."""
+    from recipes.models import check_model_available  # the models module imports torch and transformers
+
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        raise RecipeError(
+            f"{folder / ADAPTER_CONFIG} is unreadable ({err}): is {folder} a complete adapter?"
+        ) from None
+    fix = f"set base_model_name_or_path in {folder / ADAPTER_CONFIG} to where the base model is now"
+    if not base:
+        raise RecipeError(f"the LoRA adapter in {folder} does not say which base model it was trained on: {fix}")
+    if Path(base).expanduser().exists():
+        return
+    if Path(base).is_absolute() or base.startswith((".", "~")) or base.count("/") != 1:
+        raise RecipeError(
+            f"the LoRA adapter in {folder} was trained on the base model {base}, which does not exist (moved or "
+            f"deleted?): put the base model back there, or {fix}"
+        )
+    try:
+        check_model_available(base)
+    except RecipeError as err:
+        raise RecipeError(
+            f"the LoRA adapter in {folder} was trained on {base!r}, which cannot be loaded: {err}"
+        ) from None
 
 
 def _files(folder: Path) -> list[Path]:
