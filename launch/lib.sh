@@ -178,20 +178,35 @@ run() {
 # --- quiet stages: the whole output of each in LOGS/<name>.log, one line of account on the console -----------------
 declare -A STAGE_PID=()
 
-# stage_start NAME CMD...: start CMD (a command or a shell function; use `run` inside functions) in the background,
-# its output in $LOGS/NAME.log. DRY_RUN=1: CMD runs in the foreground (its `run`s print the commands).
+# stop_stages: stop the stages still running (their own processes, by pid); set as the trap for EXIT, INT and TERM.
+stop_stages() {
+  local name
+  for name in "${!STAGE_PID[@]}"; do kill "${STAGE_PID[$name]}" 2>/dev/null || true; done
+}
+
+# stage_start NAME CMD...: start the command CMD in the background, its output in $LOGS/NAME.log, which ends with
+# its wall-clock time and exit status (it may finish long before stage_end waits for it). DRY_RUN=1: prints CMD.
 stage_start() {
   local name=$1
   shift
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    "$@"
+    run "$@"
     return 0
   fi
-  # The stage's own wall-clock time ends its log: it may finish long before stage_end waits for it.
+  if [[ ${#STAGE_PID[@]} -eq 0 ]]; then
+    trap stop_stages EXIT
+    trap 'stop_stages; exit 130' INT
+    trap 'stop_stages; exit 143' TERM
+  fi
   (
-    start=$EPOCHREALTIME status=0
-    "$@" || status=$?
-    awk -v a="$start" -v b="$EPOCHREALTIME" -v s="$status" 'BEGIN { printf "== %.1f s, exit status %d\n", b - a, s }'
+    child=
+    trap '[[ -z "$child" ]] || kill "$child" 2>/dev/null' TERM # a stopped stage stops its command
+    begin=$EPOCHREALTIME status=0
+    "$@" &
+    child=$!
+    wait "$child" || status=$?
+    [[ "$status" -lt 128 ]] || wait "$child" || true
+    awk -v a="$begin" -v b="$EPOCHREALTIME" -v s="$status" 'BEGIN { printf "== %.1f s, exit status %d\n", b - a, s }'
     exit "$status"
   ) >"$LOGS/$name.log" 2>&1 &
   STAGE_PID[$name]=$!
@@ -200,18 +215,17 @@ stage_start() {
 # stage_end NAME TITLE: wait for stage NAME and print "TITLE  <seconds>  <log>". If it failed: the end of its log, the
 # other stages stopped, and this script exits with the stage's exit status.
 stage_end() {
-  local name=$1 title=$2 status=0 other
+  local name=$1 title=$2 status=0 seconds
   [[ "${DRY_RUN:-0}" != 1 ]] || return 0
   wait "${STAGE_PID[$name]}" || status=$?
   unset "STAGE_PID[$name]"
-  local seconds
   seconds=$(tail -n 1 "$LOGS/$name.log" | sed -n 's/^== \([0-9.]*\) s, exit status.*/\1/p')
   if [[ "$status" == 0 ]]; then
-    printf '  %-56s %6s s   %s\n' "$title" "$seconds" "${LOGS#"$PWD/"}/$name.log"
+    printf '  %-52s %6s s   %s\n' "$title" "$seconds" "${LOGS#"$PWD/"}/$name.log"
     return 0
   fi
-  for other in "${!STAGE_PID[@]}"; do kill "${STAGE_PID[$other]}" 2>/dev/null || true; done
-  printf '  %-56s FAILED (exit status %s) after %s s\n\n--- the last 30 lines of %s:\n' "$title" "$status" \
+  stop_stages
+  printf '  %-52s FAILED (exit status %s) after %s s\n\n--- the last 30 lines of %s:\n' "$title" "$status" \
     "$seconds" "$LOGS/$name.log"
   tail -n 30 "$LOGS/$name.log"
   printf -- '---\n'

@@ -78,41 +78,30 @@ fi
 
 # 1. Inputs, built side by side (each is written atomically: complete or absent). An existing one was recorded as
 # made with these settings (checked above).
-sat_records() {
-  # `&&`: a function run as a stage is not stopped by `set -e`.
-  run "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$OUT/sat_raw.parquet" &&
-    run "$PYTHON" -m data_prep.sat --input "$OUT/sat_raw.parquet" --output "$OUT/sat" --seed "$SEED" --multi-image skip
-}
-inputs=()
-have "$OUT/sat" || inputs+=(sat)
-have "$OUT/cvbench.parquet" || inputs+=(cvbench)
-have "$OUT/tiny-base" || inputs+=(model)
-if [[ ${#inputs[@]} -gt 0 ]]; then
-  claim=()
-  for name in "${inputs[@]}"; do
-    case $name in
-      sat) claim+=(sat_raw.parquet sat) ;;
-      cvbench) claim+=(cvbench.parquet) ;;
-      model) claim+=(tiny-base) ;;
-    esac
-  done
-  own "$OUT" . "${claim[@]}"
-  for name in "${inputs[@]}"; do
-    case $name in
-      sat) stage_start sat sat_records ;;
-      cvbench) stage_start cvbench run "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" \
-        --seed "$SEED" --output "$OUT/cvbench.parquet" ;;
-      model) stage_start model run "$PYTHON" -m data_prep.tiny_model --output "$OUT/tiny-base" --variant base \
-        --seed "$SEED" ;;
-    esac
-  done
-  [[ " ${inputs[*]} " != *" sat "* ]] ||
-    stage_end sat "SAT: $ROWS synthetic rows -> chat records (paper subset)"
-  [[ " ${inputs[*]} " != *" cvbench "* ]] || stage_end cvbench "CV-Bench: $EVAL_ROWS synthetic rows"
-  [[ " ${inputs[*]} " != *" model "* ]] || stage_end model "tiny Qwen2-VL (base, random weights)"
-else
-  echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
+claim=()
+have "$OUT/sat" || claim+=(sat_raw.parquet sat)
+have "$OUT/cvbench.parquet" || claim+=(cvbench.parquet)
+have "$OUT/tiny-base" || claim+=(tiny-base)
+[[ ${#claim[@]} -gt 0 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
+[[ ${#claim[@]} -eq 0 ]] || own "$OUT" . "${claim[@]}"
+if [[ " ${claim[*]} " == *" sat "* ]]; then
+  stage_start sat_raw "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" \
+    --output "$OUT/sat_raw.parquet"
 fi
+if [[ " ${claim[*]} " == *" cvbench.parquet "* ]]; then
+  stage_start cvbench "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" \
+    --output "$OUT/cvbench.parquet"
+fi
+if [[ " ${claim[*]} " == *" tiny-base "* ]]; then
+  stage_start model "$PYTHON" -m data_prep.tiny_model --output "$OUT/tiny-base" --variant base --seed "$SEED"
+fi
+if [[ " ${claim[*]} " == *" sat "* ]]; then
+  stage_end sat_raw "SAT-format data: $ROWS synthetic rows"
+  stage sat "SAT -> chat records (the paper's single-image subset)" "$PYTHON" -m data_prep.sat \
+    --input "$OUT/sat_raw.parquet" --output "$OUT/sat" --seed "$SEED" --multi-image skip
+fi
+[[ " ${claim[*]} " != *" cvbench.parquet "* ]] || stage_end cvbench "CV-Bench-format data: $EVAL_ROWS synthetic rows"
+[[ " ${claim[*]} " != *" tiny-base "* ]] || stage_end model "tiny Qwen2-VL (base, random weights)"
 
 # 2. GRPO. An unfinished run (killed) resumes from its last checkpoint; with none, it starts from the tiny model. One
 # process: the recipe directly (accelerate's launcher would only start a second Python with the same defaults).
@@ -121,7 +110,7 @@ if have "$OUT/grpo_base" && finished "$OUT/grpo_base"; then
   echo "  GRPO on the base model: done already"
 else
   own "$OUT" . grpo_base
-  stage train "GRPO on the base model (tiny config, CPU)" run "$PYTHON" recipes/grpo_base.py --config "$CONFIG" \
+  stage train "GRPO on the base model (tiny config, CPU)" "$PYTHON" recipes/grpo_base.py --config "$CONFIG" \
     --model_name_or_path "$OUT/tiny-base" --dataset_path "$OUT/sat" --output_dir "$OUT/grpo_base" --seed "$SEED" \
     --resume_from_checkpoint last "$@"
   trained=1
@@ -133,7 +122,7 @@ EVAL=$OUT/grpo_base/eval_cvbench
 if [[ "$trained" == 0 ]] && have "$EVAL/summary.json"; then
   echo "  CV-Bench-format evaluation: done already"
 else
-  stage eval "CV-Bench-format evaluation ($EVAL_ROWS rows, greedy)" run "$PYTHON" recipes/eval_cvbench.py \
+  stage eval "CV-Bench-format evaluation ($EVAL_ROWS rows, greedy)" "$PYTHON" recipes/eval_cvbench.py \
     --config "$EVAL_CONFIG" --model_name_or_path "$OUT/grpo_base" --dataset "$OUT/cvbench.parquet" --output_dir "$EVAL"
 fi
 
