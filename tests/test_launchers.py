@@ -279,7 +279,8 @@ def test_quickstart_refuses_to_mix_seeds_in_one_folder(tmp_path):
     assert str(out / "logs") in owned and str(out / "notes.txt") not in owned
     assert owned <= {str(out / name) for name in ("sat_raw.parquet", "sat", "cvbench.parquet", "tiny-base", "logs")}
     assert flag(commands(result.stdout)[-2], "--seed") == "1"
-    assert flag(commands(result.stdout)[0], "--seed") == "1"  # what FRESH deletes is rebuilt, not reused
+    first = next(c for c in commands(result.stdout) if c[0] == sys.executable)
+    assert flag(first, "--seed") == "1"  # what FRESH deletes is rebuilt, not reused
     assert tree_hashes(tmp_path) == before
 
 
