@@ -531,6 +531,13 @@ def check_out(settings: Settings) -> list[Path]:
     return homes
 
 
+def delete_recorded(settings: Settings, homes: list[Path]) -> list[Path]:
+    """FRESH=1: what the given seeds' records and OUT's record own, and nothing else (other seeds stay)."""
+    removed = start_over(homes)
+    others = [home.name for home in settings.out.glob("seed*")]
+    return removed + start_over([settings.out], kinds=(REPORT_KIND,), ignore=others)
+
+
 def run(settings: Settings, start_over_hint: str, redo_changed: bool = False, fresh: bool = False) -> dict[str, Any]:
     """Every stage not done already (``jobs`` at a time), then ``summary.json`` and ``report.html``. With ``fresh``,
     what the records of OUT and of the given seeds' folders own is deleted first (and nothing else)."""
@@ -538,8 +545,7 @@ def run(settings: Settings, start_over_hint: str, redo_changed: bool = False, fr
     settings.out = settings.out.resolve()
     homes = check_out(settings)
     if fresh:
-        start_over(homes)
-        start_over([settings.out], kinds=(REPORT_KIND,), ignore=[home.name for home in settings.out.glob("seed*")])
+        delete_recorded(settings, homes)
     start, load_start = time.perf_counter(), load_average()
     fates = run_stages(suite_stages(settings), settings.jobs, start_over_hint, redo_changed)
     extra = {

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_provenance import tree_hashes
 
 from recipes import mini_ablations, provenance
 from recipes.cli import CONFIG_DIR, REPO_ROOT
@@ -318,6 +319,30 @@ def test_report_draws_each_arm_as_the_mean_over_its_seeds(two_seeds):
     assert ood.mean == pytest.approx([0.5, 0.6, 0.75]) and ood.high == pytest.approx([0.5, 0.6, 0.8])
     heldout = aggregate([run.series["heldout/accuracy"] for run in arms["sft"].runs])
     assert heldout.mean == pytest.approx([0.5, 0.5, 0.55]) and heldout.low == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_fresh_deletes_what_the_records_own_and_a_folder_of_unknown_origin_is_refused(two_seeds, tmp_path):
+    finish(two_seeds, {})  # the report files, recorded in OUT's provenance.json before they were written
+    (tmp_path / "notes.txt").write_text("the user's notes")
+    (tmp_path / "seed0" / "grpo" / "my_eval.json").write_text("the user's file in a run folder")  # goes with it
+    before = tree_hashes(tmp_path)
+    one_seed = Settings(out=tmp_path, seeds=[0], arms=["grpo", "sft"])
+    removed = mini_ablations.delete_recorded(one_seed, mini_ablations.check_out(one_seed))
+    assert {str(p.relative_to(tmp_path)) for p in removed} == {
+        "seed0/grpo", "seed0/sft", "summary.json", "report.html", "report.png", "figure.png"
+    }  # fmt: skip
+    after = tree_hashes(tmp_path)
+    kept = {k for k in before if not k.startswith(("seed0/grpo/", "seed0/sft/", "summary", "report", "figure"))}
+    assert {k: before[k] for k in kept if "provenance" not in k} == {
+        k: after[k] for k in kept if "provenance" not in k
+    }
+    assert all(k in after for k in before if k.startswith("seed1/"))  # another seed: untouched
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "results.csv").write_text("someone's results")
+    with pytest.raises(StageError, match="holds files but no provenance.json"):
+        mini_ablations.check_out(Settings(out=stranger, seeds=[0], arms=["grpo"]))
 
 
 def test_summary_refuses_a_run_that_logged_no_heldout_accuracy(two_seeds):
