@@ -138,10 +138,19 @@ fresh_delete() {
   [[ -z "$text" ]] || printf 'FRESH=1: %s %s\n' "$verb" "${text//$'\n'/ }"
 }
 
-# record_entry FOLDER NAME KIND STATE DEFINE...: the entry's settings and state (nothing in a dry run).
+# record_entry FOLDER NAME KIND STATE DEFINE... [-- PATH...]: the entry's settings and state, and (as `own`) the paths
+# it is about to create; nothing in a dry run. One Python start for all of it.
 record_entry() {
-  local define args=(record "$1" --name "$2" --kind "$3" --state "$4")
-  for define in "${@:5}"; do args+=(--define "$define"); done
+  local item owning=0 args=(record "$1" --name "$2" --kind "$3" --state "$4")
+  for item in "${@:5}"; do
+    if [[ "$owning" == 1 ]]; then
+      [[ -e "$1/$item" ]] || args+=(--owns "$item")
+    elif [[ "$item" == -- ]]; then
+      owning=1
+    else
+      args+=(--define "$item")
+    fi
+  done
   [[ "${DRY_RUN:-0}" == 1 ]] || provenance "${args[@]}"
 }
 

@@ -68,22 +68,21 @@ check_entry "$OUT" . "$KIND" \
 OUT=<new folder>." "$products" "${defined_by[@]}"
 [[ "$DRY_RUN" != 1 ]] || echo "== DRY_RUN=1: the commands the quickstart would run (nothing is written)"
 [[ "$FRESH" != 1 ]] || fresh_delete "$OUT"
+# The inputs to build (each is written atomically: complete or absent; one that exists was recorded as made with
+# these settings, checked above), claimed with the logs in the record just before they are made.
+claim=(logs)
+have "$OUT/sat" || claim+=(sat_raw.parquet sat)
+have "$OUT/cvbench.parquet" || claim+=(cvbench.parquet)
+have "$OUT/tiny-base" || claim+=(tiny-base)
 if [[ "$DRY_RUN" != 1 ]]; then
   mkdir -p "$OUT"
-  record_entry "$OUT" . "$KIND" running "${defined_by[@]}"
-  own "$OUT" . logs
+  record_entry "$OUT" . "$KIND" running "${defined_by[@]}" -- "${claim[@]}"
   mkdir -p "$LOGS"
 fi
 [[ "$DRY_RUN" == 1 ]] || printf 'Quickstart, seed %s, in %s (each stage'"'"'s whole output: %s/<stage>.log)\n' "$SEED" "$OUT" "${LOGS#"$PWD/"}"
 
-# 1. Inputs, built side by side (each is written atomically: complete or absent). An existing one was recorded as
-# made with these settings (checked above).
-claim=()
-have "$OUT/sat" || claim+=(sat_raw.parquet sat)
-have "$OUT/cvbench.parquet" || claim+=(cvbench.parquet)
-have "$OUT/tiny-base" || claim+=(tiny-base)
-[[ ${#claim[@]} -gt 0 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
-[[ ${#claim[@]} -eq 0 ]] || own "$OUT" . "${claim[@]}"
+# 1. Inputs, built side by side.
+[[ ${#claim[@]} -gt 1 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
 if [[ " ${claim[*]} " == *" sat "* ]]; then
   stage_start sat_raw "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" \
     --output "$OUT/sat_raw.parquet"
