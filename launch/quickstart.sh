@@ -79,7 +79,8 @@ if [[ "$DRY_RUN" != 1 ]]; then
   record_entry "$OUT" . "$KIND" running "${defined_by[@]}" -- "${claim[@]}"
   mkdir -p "$LOGS"
 fi
-[[ "$DRY_RUN" == 1 ]] || printf 'Quickstart, seed %s, in %s (each stage'"'"'s whole output: %s/<stage>.log)\n' "$SEED" "$OUT" "${LOGS#"$PWD/"}"
+[[ "$DRY_RUN" == 1 ]] ||
+  printf 'Quickstart, seed %s, in %s (the whole output of each stage: %s/<stage>.log)\n' "$SEED" "$OUT" "$LOGS"
 
 # 1. Inputs, built side by side.
 [[ ${#claim[@]} -gt 1 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"

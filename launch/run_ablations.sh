@@ -15,7 +15,8 @@
 #   relative to your directory), GROUP (ablations[-tiny]-<suite>-seed<SEED>), EXPERIMENTS (the suite's),
 #   DUMP_TRAJECTORIES (none; GRPO experiments whose samples go to <run>/trajectories/, or "all"), FRESH (0: keep
 #   finished trainings and evaluations made with the same settings, resume unfinished ones; 1: delete what the
-#   suite recorded making in OUT and redo everything), PYTHON (python), DRY_RUN (0; 1 prints the commands and writes nothing).
+#   suite recorded making in OUT and redo everything), PYTHON (python), DRY_RUN (0; 1 prints the commands and
+#   writes nothing).
 #   GPU suite: NUM_GPUS (8; trainings through launch/run_8gpu.sh, evaluations data parallel over the GPUs; the
 #     configs' prompts_per_step keeps the paper's global batch on any count: gradient accumulation is derived from it,
 #     a contradicting --gradient_accumulation_steps is refused), CVBENCH (nyu-visionx/CV-Bench), EVAL_LIMIT (all
