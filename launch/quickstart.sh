@@ -140,8 +140,9 @@ if steps:
     print(f"  training rewards:  step {steps[0]['step']}: {at(steps[0])}")
     print(f"                     step {steps[-1]['step']}: {at(steps[-1])}")
 s = json.load(open(sys.argv[2]))
-print("  CV-Bench accuracy: {:.1%} of {} rows (official score {:.1%})".format(
-    s["accuracy"], s["rows"]["scored"], s.get("official_score", float("nan"))))
+official = s.get("official_score")  # None when a source is missing from the rows (a few rows)
+print("  CV-Bench accuracy: {:.1%} of {} rows (official score {})".format(
+    s["accuracy"], s["rows"]["scored"], "n/a" if official is None else f"{official:.1%}"))
 EOF
 )
 wandb_run=$(find "${WANDB_DIR:-$OUT/grpo_base}/wandb" -maxdepth 1 -name 'offline-run-*' 2>/dev/null | sort | tail -n 1)
