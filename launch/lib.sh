@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by the launchers (sourced, not run): refusing bad input before it is used, and the stamp file that
-# records what defined a folder's contents, so nothing made with another seed or config is ever reused.
+# Helpers shared by the launchers (sourced, not run): refusing bad input before it is used, and the provenance record
+# (recipes/provenance.py) of what made a folder's files, so nothing made with other settings is ever reused.
 # The sourcing script defines usage_line() (one line, printed with every error).
 
 # die MESSAGE [MORE LINES...]: the error on stderr, then the usage line; exit status 2.
@@ -50,6 +50,21 @@ require_overrides() {
   return 0
 }
 
+# override_value NAME ARG...: the last value given to --NAME (also --NAME=VALUE, dashes for underscores) in ARG...
+override_value() {
+  local name=$1 arg flag value="" take=0
+  for arg in "${@:2}"; do
+    if [[ "$take" == 1 ]]; then
+      value=$arg take=0
+      continue
+    fi
+    flag=${arg%%=*}
+    [[ "${flag//-/_}" == "__$name" ]] || continue
+    if [[ "$arg" == *=* ]]; then value=${arg#*=}; else take=1; fi
+  done
+  printf '%s\n' "$value"
+}
+
 # quoted ARG...: the arguments as one line a shell would read back the same, "(none)" for none.
 quoted() {
   local line="(none) "
@@ -69,49 +84,82 @@ file_hash() {
   fi
 }
 
-# A stamp is a text file of "key=value" lines (values printed with %q, so one line each).
-# stamp_value FILE KEY: print the value stored under KEY; status 1 if FILE has no such key.
-stamp_value() {
-  local line
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    if [[ "$line" == "$2="* ]]; then
-      printf '%s\n' "${line#*=}"
-      return 0
-    fi
-  done <"$1"
-  return 1
+# --- what made OUT's files: recipes/provenance.py, the one record (OUT/provenance.json) ------------------------------
+# An entry per launcher (".") or per experiment, with the settings that define it and the paths the launcher created
+# (`own`): the only paths FRESH=1 ever deletes. PYTHON must be set.
+
+provenance() { "$PYTHON" -m recipes.provenance "$@"; }
+
+# check_entry FOLDER NAME KIND START_OVER PRODUCTS DEFINE...: refuse to use FOLDER for entry NAME unless its record
+# says the same settings made it (or nothing is there yet). PRODUCTS (space-separated top-level names) must not exist
+# unless the record owns them. Sets ENTRY_STATE (empty|same|different: FRESH=1 only, deleted later by fresh_delete).
+check_entry() {
+  local folder=$1 name=$2 kind=$3 start_over=$4 products=$5 define line state text unowned=" "
+  local args=(inspect "$folder" --name "$name" --kind "$kind" --unowned)
+  for define in "${@:6}"; do args+=(--define "$define"); done
+  text=$(provenance "${args[@]}" 2>&1) || die "${text#error: }"
+  state=${text%%$'\n'*}
+  state=${state%% *}
+  local details=()
+  while IFS= read -r line; do
+    if [[ "$line" == "  unowned: "* ]]; then unowned+="${line#  unowned: } "; else details+=("$line"); fi
+  done < <(tail -n +2 <<<"$text")
+  if [[ "$state" == foreign ]]; then
+    local names=${unowned# }
+    names=${names% }
+    die "$folder is not empty and has no provenance.json saying what made its files (${names// /, }): they are not \
+this launcher's, and nothing there is reused or deleted. Choose another folder: OUT=<new folder>"
+  fi
+  if [[ "$state" == different && "${details[0]}" == "  kind: "* ]]; then
+    die "$folder holds another program's outputs (${details[0]#  }): choose another folder: OUT=<new folder>"
+  fi
+  if [[ "$state" == different && "${FRESH:-0}" != 1 ]]; then
+    die "$folder was made with other settings:" "${details[@]}" "$start_over"
+  fi
+  for line in $products; do
+    [[ "$unowned" != *" $line "* ]] ||
+      die "$folder/$line exists but $folder/provenance.json has no record of it (not made by this launcher): \
+move it away or choose another folder: OUT=<new folder>"
+  done
+  # shellcheck disable=SC2034  # read by the sourcing launcher
+  ENTRY_STATE=$state
 }
 
-# stamp_diff FILE LINE...: one "  key: <stored> there, <current> now" line per key stored with another value.
-stamp_diff() {
-  local file=$1 line old
-  shift
-  for line in "$@"; do
-    if old=$(stamp_value "$file" "${line%%=*}") && [[ "$old" != "${line#*=}" ]]; then
-      printf '  %s: %s there, %s now\n' "${line%%=*}" "$old" "${line#*=}"
+# fresh_delete FOLDER INPUT...: FRESH=1, after every check passed: delete exactly the paths the record owns (never an
+# input, never a file it does not list); a dry run prints them instead.
+fresh_delete() {
+  local folder=$1 input text args=(delete "$1" --all)
+  for input in "${@:2}"; do [[ -z "$input" ]] || args+=(--input "$input"); done
+  [[ "${DRY_RUN:-0}" != 1 ]] || args+=(--dry-run)
+  text=$(provenance "${args[@]}" 2>&1) || die "${text#error: }"
+  FRESH_DELETED=$text
+  local verb=deleted
+  [[ "${DRY_RUN:-0}" != 1 ]] || verb="would delete (dry run)"
+  [[ -z "$text" ]] || printf 'FRESH=1: %s %s\n' "$verb" "${text//$'\n'/ }"
+}
+
+# record_entry FOLDER NAME KIND STATE DEFINE... [-- PATH...]: the entry's settings and state, and (as `own`) the paths
+# it is about to create; nothing in a dry run. One Python start for all of it.
+record_entry() {
+  local item owning=0 args=(record "$1" --name "$2" --kind "$3" --state "$4")
+  for item in "${@:5}"; do
+    if [[ "$owning" == 1 ]]; then
+      [[ -e "$1/$item" ]] || args+=(--owns "$item")
+    elif [[ "$item" == -- ]]; then
+      owning=1
+    else
+      args+=(--define "$item")
     fi
   done
+  [[ "${DRY_RUN:-0}" == 1 ]] || provenance "${args[@]}"
 }
 
-# stamp_write FILE HEADER LINE...: replace FILE (atomically, and only when it changes) with the given lines, keeping
-# the stored lines of keys not given (e.g. experiments of an earlier invocation of the same suite).
-stamp_write() {
-  local file=$1 header=$2 line key kept
-  shift 2
-  local tmp="$file.tmp.$$"
-  {
-    printf '# %s\n' "$header"
-    if [[ -f "$file" ]]; then
-      while IFS= read -r line || [[ -n "$line" ]]; do
-        [[ "$line" == *=* && "$line" != \#* ]] || continue
-        kept=1
-        for key in "$@"; do [[ "${line%%=*}" == "${key%%=*}" ]] && kept=0; done
-        [[ "$kept" == 0 ]] || printf '%s\n' "$line"
-      done <"$file"
-    fi
-    printf '%s\n' "$@"
-  } >"$tmp"
-  if cmp -s "$tmp" "$file"; then rm -f "$tmp"; else mv -f "$tmp" "$file"; fi # a rerun leaves it untouched
+# own FOLDER NAME PATH...: entry NAME owns each PATH (relative to FOLDER) it is about to create; a path that exists
+# already is not claimed (it is the entry's from before, or the check above refused it).
+own() {
+  local folder=$1 name=$2 path args=()
+  for path in "${@:3}"; do [[ -e "$folder/$path" ]] || args+=(--owns "$path"); done
+  [[ "${DRY_RUN:-0}" == 1 || ${#args[@]} -eq 0 ]] || provenance record "$folder" --name "$name" "${args[@]}"
 }
 
 # is_empty_dir DIR: DIR does not exist or holds nothing.
@@ -135,5 +183,77 @@ run() {
     "$@"
   fi
 }
-# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints the deletions, so it must not count them).
-have() { [[ -e "$1" && ! ("${FRESH:-0}" == 1 && "${DRY_RUN:-0}" == 1) ]]; }
+
+# --- quiet stages: the whole output of each in LOGS/<name>.log, one line of account on the console -----------------
+declare -A STAGE_PID=()
+
+# stop_stages: stop the stages still running (their own processes, by pid); set as the trap for EXIT, INT and TERM.
+stop_stages() {
+  local name
+  for name in "${!STAGE_PID[@]}"; do kill "${STAGE_PID[$name]}" 2>/dev/null || true; done
+}
+
+# stage_start NAME CMD...: start the command CMD in the background, its output in $LOGS/NAME.log, which ends with
+# its wall-clock time and exit status (it may finish long before stage_end waits for it). DRY_RUN=1: prints CMD.
+stage_start() {
+  local name=$1
+  shift
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    run "$@"
+    return 0
+  fi
+  if [[ ${#STAGE_PID[@]} -eq 0 ]]; then
+    trap stop_stages EXIT
+    trap 'stop_stages; exit 130' INT
+    trap 'stop_stages; exit 143' TERM
+  fi
+  (
+    child=
+    trap '[[ -z "$child" ]] || kill "$child" 2>/dev/null' TERM # a stopped stage stops its command
+    begin=$EPOCHREALTIME status=0
+    "$@" &
+    child=$!
+    wait "$child" || status=$?
+    [[ "$status" -lt 128 ]] || wait "$child" || true
+    awk -v a="$begin" -v b="$EPOCHREALTIME" -v s="$status" 'BEGIN { printf "== %.1f s, exit status %d\n", b - a, s }'
+    exit "$status"
+  ) >"$LOGS/$name.log" 2>&1 &
+  STAGE_PID[$name]=$!
+}
+
+# stage_end NAME TITLE: wait for stage NAME and print "TITLE  <seconds>  <log>". If it failed: the end of its log, the
+# other stages stopped, and this script exits with the stage's exit status.
+stage_end() {
+  local name=$1 title=$2 status=0 seconds
+  [[ "${DRY_RUN:-0}" != 1 ]] || return 0
+  wait "${STAGE_PID[$name]}" || status=$?
+  unset "STAGE_PID[$name]"
+  seconds=$(tail -n 1 "$LOGS/$name.log" | sed -n 's/^== \([0-9.]*\) s, exit status.*/\1/p')
+  if [[ "$status" == 0 ]]; then
+    printf '  %-52s %6s s   %s\n' "$title" "$seconds" "${LOGS#"$PWD/"}/$name.log"
+    return 0
+  fi
+  stop_stages
+  printf '  %-52s FAILED (exit status %s) after %s s\n\n--- the last 30 lines of %s:\n' "$title" "$status" \
+    "$seconds" "$LOGS/$name.log"
+  tail -n 30 "$LOGS/$name.log"
+  printf -- '---\n'
+  printf 'error: %s failed (exit status %s); its whole output: %s\n' "$title" "$status" "$LOGS/$name.log" >&2
+  exit "$status"
+}
+
+# stage NAME TITLE CMD...: stage_start then stage_end (one stage at a time).
+stage() {
+  stage_start "$1" "${@:3}"
+  stage_end "$1" "$2"
+}
+
+# have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints its deletions: those paths do not count).
+have() {
+  local gone
+  [[ -e "$1" ]] || return 1
+  [[ "${DRY_RUN:-0}" == 1 ]] || return 0
+  while IFS= read -r gone; do
+    [[ -z "$gone" || ("$1" != "$gone" && "$1" != "$gone"/*) ]] || return 1
+  done <<<"${FRESH_DELETED:-}"
+}

@@ -7,12 +7,13 @@
 # Environment: OUT (outputs/mini_ablations), ARMS (all six), JOBS (2: stages run at once, one core each),
 #   STAGE_A_STEPS (600), STAGE_B_STEPS (60), HELDOUT_ROWS (200), OOD_ROWS (200), HELDOUT_EVERY_A (100),
 #   HELDOUT_EVERY_B (10), REPORT_TO (none; wandb: offline runs in W&B group GROUP, tagged arm:<arm> and seed:<n>),
-#   GROUP (mini_ablations), REDO (0; 1 redoes the stages made with other settings), FRESH (0; 1 deletes the given
-#   seeds' folders and the report, then starts over), PYTHON (python), OMP_NUM_THREADS (1).
-# Writes OUT/seed<N>/ (data, stage_a, one folder per arm, logs/, stamp.json), OUT/summary.json, OUT/report.html and
-# prints a table of mean ± s.d. per arm. Measured: three seeds, all arms, 20-24 min on 2 CPU cores (shared).
-# OUT/seed<N>/stamp.json records what made each stage (seed, config values, steps): a rerun skips the stages
-# that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
+#   GROUP (mini_ablations), REDO (0; 1 redoes the stages made with other settings), FRESH (0; 1 deletes what the
+#   given seeds' records and OUT's record list, then starts over), PYTHON (python), OMP_NUM_THREADS (1).
+# Writes OUT/seed<N>/ (data, stage_a, one folder per arm, logs/, provenance.json), OUT/summary.json, OUT/report.html
+# and prints a table of mean ± s.d. per arm. Measured: three seeds, all arms, 20-24 min on 2 CPU cores (shared).
+# OUT/seed<N>/provenance.json records what made each stage (seed, config values, steps) and the paths it wrote: a
+# rerun skips the stages that finished with the same settings and refuses, naming the differences, to reuse any made
+# with other ones. Files no record owns are never reused nor deleted: a folder holding them is refused.
 set -euo pipefail
 
 usage_line() { echo "Usage: bash launch/mini_ablations.sh [SEED ...]  (-h: help)"; }
@@ -72,14 +73,10 @@ export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-mini}
 
-if [[ "$FRESH" == 1 ]]; then
-  printf '== FRESH=1: deleting seeds %s and the report in %s\n' "${seeds[*]}" "$OUT"
-  for seed in "${seeds[@]}"; do rm -rf "${OUT:?}/seed$seed"; done
-  rm -f "$OUT/summary.json" "$OUT/report.html" "$OUT/report.png" "$OUT/figure.png"
-fi
 mkdir -p "$OUT"
 redo=()
 [[ "$REDO" == 0 ]] || redo=(--redo-changed)
+[[ "$FRESH" == 0 ]] || redo+=(--fresh) # after every check: deletes only what the records of these seeds list
 printf '== mini ablations in %s: seeds %s, arms %s; stage A %s steps, stage B %s steps, %s jobs at a time\n' \
   "$OUT" "${seeds[*]}" "${arms[*]}" "$STAGE_A_STEPS" "$STAGE_B_STEPS" "$JOBS"
 printf '   (progress below; each stage logs to %s/seed<N>/logs/<stage>.log)\n' "$OUT"
@@ -88,5 +85,5 @@ printf '   (progress below; each stage logs to %s/seed<N>/logs/<stage>.log)\n' "
   --ood-rows "$OOD_ROWS" --heldout-every-a "$HELDOUT_EVERY_A" --heldout-every-b "$HELDOUT_EVERY_B" \
   --report-to "$REPORT_TO" --group "$GROUP" \
   --start-over "To redo them (and the stages made from them) with the new settings: REDO=1 bash \
-launch/mini_ablations.sh ${seeds[*]}; to start these seeds over: FRESH=1 (deletes $OUT/seed<N>); or use another \
-folder: OUT=<folder>." "${redo[@]+"${redo[@]}"}"
+launch/mini_ablations.sh ${seeds[*]}; to start these seeds over: FRESH=1 (deletes what $OUT/seed<N>/provenance.json \
+records); or use another folder: OUT=<folder>." "${redo[@]+"${redo[@]}"}"

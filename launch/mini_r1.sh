@@ -5,11 +5,12 @@
 # Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]   e.g. bash launch/mini_r1.sh 1 --learning_rate 1e-4
 # Environment: OUT (outputs/mini_r1/seed<SEED>), STAGE_A_STEPS (600), STAGE_B_STEPS (150), HELDOUT_ROWS (200),
 #   HELDOUT_EVERY_A (100), HELDOUT_EVERY_B (25), REPORT_TO (none; wandb logs both stages offline), REDO (0; 1 redoes
-#   the stages made with other settings), FRESH (0; 1 deletes what an earlier run left in OUT and starts over),
+#   the stages made with other settings), FRESH (0; 1 deletes what OUT/provenance.json records and starts over),
 #   PYTHON (python), OMP_NUM_THREADS (1).
 # Writes OUT/result.json (before, after, curve, timings), OUT/curve.png and prints a one-line summary.
-# OUT/stamp.json records what made each stage (seed, config values, steps, options): a rerun skips the stages
-# that finished with the same settings and refuses, naming the differences, to reuse any made with other ones.
+# OUT/provenance.json records what made each stage (seed, config values, steps, options) and the paths it wrote: a
+# rerun skips the stages that finished with the same settings and refuses, naming the differences, to reuse any made
+# with other ones. Files no record owns are never reused nor deleted: a folder holding them is refused.
 set -euo pipefail
 
 usage_line() { echo "Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]  (-h: help)"; }
@@ -63,20 +64,16 @@ export WANDB_MODE=${WANDB_MODE:-offline} TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export WANDB_PROJECT=${WANDB_PROJECT:-visualthinker-mini}
 
-if [[ "$FRESH" == 1 ]]; then
-  printf '== FRESH=1: deleting what an earlier run left in %s\n' "$OUT"
-  for name in init data stage_a stage_b logs stamp.json result.json curve.png; do
-    rm -rf "${OUT:?}/$name"
-  done
-fi
 mkdir -p "$OUT"
 redo=()
 [[ "$REDO" == 0 ]] || redo=(--redo-changed)
+[[ "$FRESH" == 0 ]] || redo+=(--fresh) # after every check: deletes only what OUT/provenance.json records
 printf '== mini R1-Zero, seed %s, in %s (stage A %s steps, stage B %s steps; progress below, logs in %s/logs)\n' \
   "$SEED" "$OUT" "$STAGE_A_STEPS" "$STAGE_B_STEPS" "$OUT"
 "$PYTHON" -m recipes.mini_r1 run --out "$OUT" --seed "$SEED" \
   --stage-a-steps "$STAGE_A_STEPS" --stage-b-steps "$STAGE_B_STEPS" --heldout-rows "$HELDOUT_ROWS" \
   --heldout-every-a "$HELDOUT_EVERY_A" --heldout-every-b "$HELDOUT_EVERY_B" --report-to "$REPORT_TO" \
   --start-over "To redo them (and the stages made from them) with the new settings: REDO=1 bash launch/mini_r1.sh \
-$SEED ...; to start over: FRESH=1 (deletes the run in $OUT); or use another folder: OUT=<folder>." \
+$SEED ...; to start over: FRESH=1 (deletes what $OUT/provenance.json records); or use another folder: \
+OUT=<folder>." \
   "${redo[@]+"${redo[@]}"}" -- "$@"

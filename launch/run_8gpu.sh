@@ -7,8 +7,8 @@
 # Environment (default): NUM_GPUS (8), MASTER_PORT (29500), ZERO (3), ACCELERATE_CONFIG (launch/accelerate_zero$ZERO.yaml),
 #   DS_CONFIG (zero$ZERO.json), OUTPUT_DIR and RUN_NAME (the config's), DDP_BACKEND (nccl on GPUs, gloo without),
 #   PYTHON (python), DRY_RUN (0; 1 prints the accelerate command instead of running it).
-# The paper configs give 8 prompts per optimizer step on 8 GPUs; with fewer GPUs keep that global batch, e.g.
-#   NUM_GPUS=4 bash launch/run_8gpu.sh recipes/grpo_base.py recipes/configs/paper/grpo_base.yaml --gradient_accumulation_steps 2
+# The paper configs fix 8 prompts per optimizer step (prompts_per_step): the gradient accumulation is derived from it
+# and the GPU count (NUM_GPUS=4: 2), so do not pass --gradient_accumulation_steps (a contradicting value is refused).
 # Without a GPU, NUM_GPUS CPU processes train over gloo (how the tests check this script: NUM_GPUS=2).
 # One machine is launch/run_multinode.sh with NNODES=1: this script sets that and hands over.
 set -euo pipefail

@@ -14,16 +14,23 @@
 # Environment (default): SEED (42), OUT (outputs/ablations/<suite>/seed<SEED>, TINY: outputs/ablations-tiny/...;
 #   relative to your directory), GROUP (ablations[-tiny]-<suite>-seed<SEED>), EXPERIMENTS (the suite's),
 #   DUMP_TRAJECTORIES (none; GRPO experiments whose samples go to <run>/trajectories/, or "all"), FRESH (0: keep
-#   finished trainings and evaluations made with the same settings, resume unfinished ones; 1: delete the suite's
-#   files in OUT and redo everything), PYTHON (python), DRY_RUN (0; 1 prints the commands and writes nothing).
-#   GPU suite: NUM_GPUS (8; trainings through launch/run_8gpu.sh, evaluations data parallel over the GPUs; with other
-#     counts keep the paper's global batch: NUM_GPUS=4 bash launch/run_ablations.sh --gradient_accumulation_steps 2),
-#     CVBENCH (nyu-visionx/CV-Bench), EVAL_LIMIT (all rows), EVAL_MAX_NEW_TOKENS (1024), EVAL_ARGS (more options for
-#     recipes/eval_cvbench.py, e.g. "--backend vllm --batch_size 512").
+#   finished trainings and evaluations made with the same settings, resume unfinished ones; 1: delete what the
+#   suite recorded making in OUT and redo everything), PYTHON (python), DRY_RUN (0; 1 prints the commands and
+#   writes nothing).
+#   GPU suite: NUM_GPUS (8; trainings through launch/run_8gpu.sh, evaluations data parallel over the GPUs; the
+#     configs' prompts_per_step keeps the paper's global batch on any count: gradient accumulation is derived from it,
+#     a contradicting --gradient_accumulation_steps is refused), CVBENCH (nyu-visionx/CV-Bench), EVAL_LIMIT (all
+#     rows), EVAL_MAX_NEW_TOKENS (1024).
+#   EVAL_ARGS: evaluation-only options for recipes/eval_cvbench.py, e.g. "--backend vllm --batch_size 512".
+#   Overrides reach every stage they affect: --min_pixels/--max_pixels, --prompt_template and --chat_template go to
+#   the training and to the evaluation's matching options (--prompt: the CV-Bench template of that name; sft:
+#   instruct_no_reasoning). Otherwise the evaluation uses the checkpoint's own saved processor bounds (its
+#   training's) and the experiment's CV-Bench prompt; an option in EVAL_ARGS wins for the evaluation.
 #   TINY=1: ROWS (64 synthetic SAT rows), EVAL_ROWS (16 CV-Bench rows), MAX_STEPS (the tiny configs' 30),
 #     EVAL_MAX_NEW_TOKENS (24); SAT_DATA, CVBENCH, BASE_MODEL, INSTRUCT_MODEL reuse existing ones instead of building.
-# OUT/stamp.txt records the seed, sizes, configs and overrides OUT was made with; a rerun with other settings into the
-# same OUT stops with the differences instead of calling another seed's results "done already".
+# OUT/provenance.json records the seed, sizes, configs and overrides OUT was made with and what the suite created
+# there: a rerun with other settings stops with the differences instead of calling another seed's results "done
+# already"; FRESH=1 deletes only those recorded paths; a folder with files and no record is never used.
 # Output: OUT/<experiment>/ (model, trainer_state.json, wandb/), OUT/<experiment>/eval_cvbench/summary.json,
 #   OUT/report.html + OUT/report.png (python -m recipes.compare). Expected time: TINY=1 about 3-5 min on 2 CPU cores.
 set -euo pipefail
@@ -57,7 +64,13 @@ require_choice DRY_RUN 0 1
 refused="seed: set SEED=N instead
 output_dir: set OUT=<folder> instead
 wandb_group: set GROUP=<name> instead
-resume_from_checkpoint: a rerun resumes unfinished trainings by itself (FRESH=1 starts over)"
+resume_from_checkpoint: a rerun resumes unfinished trainings by itself (FRESH=1 starts over)
+limit: an evaluation option: set EVAL_LIMIT=N instead
+max_new_tokens: an evaluation option: set EVAL_MAX_NEW_TOKENS=N instead
+prompt: an evaluation option: give the training's --prompt_template (it reaches both), or EVAL_ARGS=\"--prompt NAME\"
+backend: an evaluation option: set EVAL_ARGS=\"--backend ...\" instead
+batch_size: an evaluation option: set EVAL_ARGS=\"--batch_size N\" instead
+skip_bad_images: an evaluation option: set EVAL_ARGS=\"--skip_bad_images true\" instead"
 if [[ "$TINY" == 1 ]]; then
   SIZE=tiny
   ROWS=${ROWS:-64}
@@ -82,6 +95,29 @@ fi
 require_int EVAL_MAX_NEW_TOKENS 1 1024
 require_overrides "$refused" "$@"
 read -r -a eval_extra <<<"${EVAL_ARGS:-}"
+require_overrides "model_name_or_path: the suite evaluates each of its runs (EXPERIMENTS selects them)
+output_dir: each evaluation goes to OUT/<experiment>/eval_cvbench
+dataset: set CVBENCH=<hub id, parquet or folder> instead
+limit: set EVAL_LIMIT=N instead
+max_new_tokens: set EVAL_MAX_NEW_TOKENS=N instead" ${eval_extra[@]+"${eval_extra[@]}"}
+
+# The overrides that define the evaluation too reach it (the training's --prompt_template as the CV-Bench template
+# of that name); an option in EVAL_ARGS wins. Unset, the evaluation reads the checkpoint's own saved processor.
+eval_shared=()
+for name in min_pixels max_pixels chat_template; do
+  value=$(override_value "$name" "$@")
+  [[ -z "$value" ]] || eval_shared+=("--$name" "$value")
+done
+eval_prompt=
+template=$(override_value prompt_template "$@")
+if [[ -n "$template" && -z "$(override_value prompt ${eval_extra[@]+"${eval_extra[@]}"})" ]]; then
+  case $template in
+    sft) eval_prompt=instruct_no_reasoning ;; # SFT trains on bare answers: CV-Bench without reasoning
+    base | instruct | base_clean | base_short) eval_prompt=$template ;;
+    *) die "--prompt_template $template has no CV-Bench template of that name: name the evaluation's with \
+EVAL_ARGS=\"--prompt NAME\" (recipes/prompts.py EVAL_TEMPLATES)" ;;
+  esac
+fi
 
 suite_experiments() {
   case $SUITE in
@@ -142,10 +178,10 @@ OUT=${OUT:-$ROOT/outputs/$tag/$SUITE/seed$SEED}
 [[ "$OUT" == /* ]] || OUT=$PWD/$OUT
 GROUP=${GROUP:-$tag-$SUITE-seed$SEED}
 [[ -n "$GROUP" ]] || die "GROUP is empty: unset it to get $tag-$SUITE-seed$SEED, or name the W&B group"
-STAMP=$OUT/stamp.txt
 DATA=$OUT/data
 cd "$ROOT"
 export TOKENIZERS_PARALLELISM=false
+USER_INPUTS=("${SAT_DATA:-}" "${CVBENCH:-}" "${BASE_MODEL:-}" "${INSTRUCT_MODEL:-}") # never deleted, never inside OUT
 if [[ "$TINY" == 1 ]]; then
   export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=${WANDB_MODE:-offline}
   SAT_DATA=${SAT_DATA:-$DATA/sat}
@@ -169,52 +205,39 @@ model_of() {
 }
 
 
-# 1. The stamp: what defines every file in OUT. Results are reused only when it matches.
-stamp=("made_by=launch/run_ablations.sh" "seed=$SEED" "size=$SIZE" "group=$GROUP" "overrides=$(quoted "$@")")
-stamp+=("eval=$(quoted --dataset "$CVBENCH" --limit "${EVAL_LIMIT:-all}" --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
-  "${eval_extra[@]+"${eval_extra[@]}"}")")
+# 1. The record (OUT/provenance.json): what defines every file in OUT, and what the suite created there. Results are
+# reused only when it matches.
+KIND=launch/run_ablations.sh
+defined_by=("seed=$SEED" "size=$SIZE" "group=$GROUP" "overrides=$(quoted "$@")")
+defined_by+=("eval=$(quoted --dataset "$CVBENCH" --limit "${EVAL_LIMIT:-all}" --max_new_tokens "$EVAL_MAX_NEW_TOKENS" \
+  ${eval_shared[@]+"${eval_shared[@]}"} ${eval_prompt:+--prompt "$eval_prompt"} ${eval_extra[@]+"${eval_extra[@]}"})")
 if [[ "$TINY" == 1 ]]; then
-  stamp+=("rows=$ROWS" "eval_rows=$EVAL_ROWS" "max_steps=${MAX_STEPS:-config}" "sat_data=$SAT_DATA")
+  defined_by+=("rows=$ROWS" "eval_rows=$EVAL_ROWS" "max_steps=${MAX_STEPS:-config}" "sat_data=$SAT_DATA")
 else
-  stamp+=("num_gpus=$NUM_GPUS")
+  defined_by+=("num_gpus=$NUM_GPUS")
 fi
-for exp in $EXPERIMENTS; do
-  stamp+=("run:$exp=$(config_of "$exp") sha256:$(file_hash "$(config_of "$exp")") model $(model_of "$exp")")
-done
+# experiment_definition EXP: exp_defined=(what defines the experiment's run folder: its config's content, its model).
+experiment_definition() {
+  exp_defined=("config=$(config_of "$1") sha256:$(file_hash "$(config_of "$1")")" "model=$(model_of "$1")")
+}
 [[ ! -e "$OUT" || -d "$OUT" ]] || die "OUT=$OUT is a file, not a folder: choose a folder, e.g. OUT=${OUT}_run"
-start_over="Start over with FRESH=1 (deletes the suite's files there) or use another folder: OUT=<new folder>."
-if [[ "$FRESH" == 1 ]]; then
-  step "FRESH=1: deleting the suite's files in $OUT"
-  recorded=()
-  if [[ -f "$STAMP" ]]; then
-    while IFS= read -r line; do [[ "$line" != run:* ]] || recorded+=("${line%%=*}"); done <"$STAMP"
-  fi
-  deleted=" "
-  for name in $EXPERIMENTS ${recorded[@]+"${recorded[@]#run:}"} data report.html report.png stamp.txt; do
-    [[ "$deleted" != *" $name "* && -e "$OUT/$name" ]] || continue
-    deleted+="$name "
-    run rm -rf "${OUT:?}/$name"
-  done
-elif [[ -f "$STAMP" ]]; then
-  diffs=$(stamp_diff "$STAMP" "${stamp[@]}")
-  [[ -z "$diffs" ]] || die "$OUT was made with other settings:" "$diffs" "$start_over"
-  for exp in $EXPERIMENTS; do
-    if [[ -e "$OUT/$exp" ]] && ! stamp_value "$STAMP" "run:$exp" >/dev/null; then
-      die "$OUT/$exp exists but $STAMP has no record of the settings that made it." "$start_over"
-    fi
-  done
-elif ! is_empty_dir "$OUT"; then
-  die "$OUT is not empty and has no stamp.txt saying which settings made it." "$start_over"
-fi
+start_over="Start over with FRESH=1 (deletes only what the suite recorded making there) or use another folder: \
+OUT=<new folder>."
+check_entry "$OUT" . "$KIND" "$start_over" "data report.html report.png" "${defined_by[@]}"
+for exp in $EXPERIMENTS; do
+  experiment_definition "$exp"
+  check_entry "$OUT" "$exp" "$KIND" "$start_over" "$exp" "${exp_defined[@]}"
+done
+[[ "$FRESH" != 1 ]] || fresh_delete "$OUT" "${USER_INPUTS[@]}"
 if [[ "$DRY_RUN" != 1 ]]; then
   mkdir -p "$OUT"
-  stamp_write "$STAMP" "made by launch/run_ablations.sh (suite $SUITE); reused only with the same settings" \
-    "${stamp[@]}"
+  record_entry "$OUT" . "$KIND" running "${defined_by[@]}"
 fi
 
-# 2. TINY: offline inputs, each written atomically (complete or absent) and made with the stamped seed and sizes.
+# 2. TINY: offline inputs, each written atomically (complete or absent) and made with the recorded seed and sizes.
 if [[ "$TINY" == 1 ]]; then
   step "tiny offline inputs in $DATA (seed $SEED)"
+  own "$OUT" . data # those the suite builds go there (SAT_DATA, CVBENCH, BASE_MODEL, INSTRUCT_MODEL: yours elsewhere)
   if ! have "$SAT_DATA"; then
     run "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$DATA/sat_raw.parquet"
     run "$PYTHON" -m data_prep.sat --input "$DATA/sat_raw.parquet" --output "$SAT_DATA" --seed "$SEED" \
@@ -243,6 +266,9 @@ for exp in $EXPERIMENTS; do
     continue
   fi
   model=$(model_of "$exp")
+  experiment_definition "$exp"
+  record_entry "$OUT" "$exp" "$KIND" running "${exp_defined[@]}"
+  own "$OUT" "$exp" "$exp"
   args=(--output_dir "$run_dir" --seed "$SEED" --wandb_group "$GROUP" --run_name "$exp-$(basename "$model")-seed$SEED")
   args+=(--resume_from_checkpoint last) # an unfinished (killed) run resumes; with no checkpoint it starts fresh
   dumps_for "$exp" && args+=(--dump_trajectories true)
@@ -257,22 +283,21 @@ for exp in $EXPERIMENTS; do
   trained+="$exp "
 done
 
-# 4. CV-Bench: each model with the prompt it was trained for, at its training image bounds (data parallel on GPUs).
+# 4. CV-Bench: each model with the prompt it was trained for (or the one the overrides name), at the image bounds its
+# checkpoint saved (its training's) unless the overrides set them; data parallel on GPUs.
 for exp in $EXPERIMENTS; do
   run_dir=$OUT/$exp
   if [[ "$trained" != *" $exp "* ]] && have "$run_dir/eval_cvbench/summary.json"; then
     step "CV-Bench $exp: done already"
     continue
   fi
-  step "CV-Bench $exp (prompt $(eval_prompt_of "$exp")) -> $run_dir/eval_cvbench"
-  args=(--model_name_or_path "$run_dir" --dataset "$CVBENCH" --prompt "$(eval_prompt_of "$exp")"
+  prompt=${eval_prompt:-$(eval_prompt_of "$exp")}
+  step "CV-Bench $exp (prompt $prompt) -> $run_dir/eval_cvbench"
+  args=(--model_name_or_path "$run_dir" --dataset "$CVBENCH" --prompt "$prompt"
     --output_dir "$run_dir/eval_cvbench" --max_new_tokens "$EVAL_MAX_NEW_TOKENS")
   # The paper's evaluation preset (recipes/configs/eval/paper.yaml, bf16) is the default; the tiny CPU models use theirs.
   [[ "$TINY" != 1 ]] || args=(--config recipes/configs/eval/tiny.yaml "${args[@]}")
-  for bound in min_pixels max_pixels; do
-    value=$(config_value "$(config_of "$exp")" "$bound")
-    [[ -z "$value" ]] || args+=("--$bound" "$value")
-  done
+  args+=(${eval_shared[@]+"${eval_shared[@]}"})
   [[ -z "$EVAL_LIMIT" ]] || args+=(--limit "$EVAL_LIMIT")
   if [[ "$TINY" == 1 || "$NUM_GPUS" -lt 2 ]]; then
     run "$PYTHON" recipes/eval_cvbench.py "${args[@]}" "${eval_extra[@]+"${eval_extra[@]}"}"
@@ -281,16 +306,20 @@ for exp in $EXPERIMENTS; do
       --main_process_port "${MASTER_PORT:-29500}" recipes/eval_cvbench.py "${args[@]}" \
       "${eval_extra[@]+"${eval_extra[@]}"}"
   fi
+  experiment_definition "$exp"
+  record_entry "$OUT" "$exp" "$KIND" finished "${exp_defined[@]}"
 done
 
 # 5. The comparison report.
 step "comparison report"
+own "$OUT" . report.html report.png
 run_dirs=()
 for exp in $EXPERIMENTS; do run_dirs+=("$OUT/$exp"); done
 run "$PYTHON" -m recipes.compare "${run_dirs[@]}" --output "$OUT/report.html" \
   --title "Ablations: suite $SUITE ($SIZE), seed $SEED, W&B group $GROUP"
 
 [[ "$DRY_RUN" != 1 ]] || exit 0
+record_entry "$OUT" . "$KIND" finished "${defined_by[@]}"
 offline=
 [[ "${WANDB_MODE:-}" != offline ]] || offline=" (offline: wandb sync $OUT/*/wandb/offline-run-*)"
 printf '\nDone.\n  report:  %s\n  runs:    %s\n  W&B:     group %s, project %s%s\n' "$OUT/report.html" \

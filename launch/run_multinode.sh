@@ -97,8 +97,8 @@ if [[ -z "${DDP_BACKEND:-}" ]]; then
     echo "no GPU visible: running $GPUS_PER_NODE CPU processes per node over gloo (a launch check, not training)" >&2
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(($(nproc) / GPUS_PER_NODE > 0 ? $(nproc) / GPUS_PER_NODE : 1))}
   elif [[ "$visible" -lt "$GPUS_PER_NODE" ]]; then
-    die "GPUS_PER_NODE=$GPUS_PER_NODE but this node sees $visible GPUs: set NUM_GPUS/GPUS_PER_NODE=$visible and \
-raise --gradient_accumulation_steps to keep the config's global batch"
+    die "GPUS_PER_NODE=$GPUS_PER_NODE but this node sees $visible GPUs: set NUM_GPUS/GPUS_PER_NODE=$visible (the \
+configs' prompts_per_step keeps the global batch: the gradient accumulation follows)"
   fi
 fi
 

@@ -24,6 +24,8 @@ accuracy per shade, wall and CPU seconds; mean ± s.d. per arm), ``OUT/report.ht
 (`recipes.compare`: each arm's curves as the mean over seeds with a min–max band, and a table of mean ± s.d.) and
 ``OUT/figure.png`` (held-out and OOD accuracy and completion length only). Stages are keyed by what defines them
 (`recipes.mini_runs`): a rerun skips what finished with the same settings and refuses what was made with others.
+Each seed folder's ``provenance.json`` records its stages, OUT's the report files (`recipes.provenance`): ``--fresh``
+deletes exactly those, for the seeds given, and nothing else.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from data_prep.files import write_atomic
+from recipes import provenance
 from recipes.mini_r1 import (
     COLOR_PROMPTS_PER_STEP,
     CONFIG_DIR,
@@ -55,7 +58,7 @@ from recipes.mini_r1 import (
     recipe_definition,
     stage_a_stage,
 )
-from recipes.mini_runs import Stage, StageError, read_stamp, run_stages
+from recipes.mini_runs import Stage, StageError, claim_outputs, run_stages, stage_timings, start_over
 
 logger = logging.getLogger(__name__)
 
@@ -355,23 +358,23 @@ def _stat(values: list[float | None]) -> dict[str, float] | None:
 
 
 def summarize(settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``OUT/summary.json`` from the runs' log histories, ``ood.json`` files and stamps."""
+    """``OUT/summary.json`` from the runs' log histories, ``ood.json`` files and the stages' records."""
     runs, stage_a = [], {}
     for seed in settings.seeds:
         home = home_of(settings.out, seed)
-        stamp = read_stamp(home)
+        timings = stage_timings(home)
         history = json.loads((home / "stage_a" / "trainer_state.json").read_text())["log_history"]
         shape = _series(history, HELDOUT_KEY)
         stage_a[str(seed)] = {
             "shape_accuracy": shape[-1][1] if shape else None,
             "seconds": sum(
-                stamp.get(name, {}).get("seconds") or 0 for name in ("prepare", "color_records", "stage_a")
+                timings.get(name, {}).get("seconds") or 0 for name in ("prepare", "color_records", "stage_a")
             ),
             "cpu_seconds": sum(
-                stamp.get(name, {}).get("cpu_seconds") or 0 for name in ("prepare", "color_records", "stage_a")
+                timings.get(name, {}).get("cpu_seconds") or 0 for name in ("prepare", "color_records", "stage_a")
             ),
         }
-        runs += [run_summary(home, seed, arm, stamp.get(arm, {})) for arm in settings.arms]
+        runs += [run_summary(home, seed, arm, timings.get(arm, {})) for arm in settings.arms]
     per_arm = {}
     for arm in settings.arms:
         mine = [r for r in runs if r["arm"] == arm]
@@ -500,19 +503,51 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+REPORT_ENTRY, REPORT_KIND = "report", "mini-report"
+REPORT_FILES = ("summary.json", "report.html", "report.png", "figure.png")
+
+
 def finish(settings: Settings, extra: dict[str, Any]) -> dict[str, Any]:
     summary = summarize(settings, extra)
+    # Recorded before they are written: FRESH=1 deletes them (and only them) even after a run killed half-way.
+    claim_outputs(settings.out, REPORT_ENTRY, REPORT_KIND, REPORT_FILES, seeds=settings.seeds)
     write_atomic(settings.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_report(settings, summary)
     return summary
 
 
-def run(settings: Settings, start_over: str, redo_changed: bool = False) -> dict[str, Any]:
-    """Every stage not done already (``jobs`` at a time), then ``summary.json`` and ``report.html``."""
+def check_out(settings: Settings) -> list[Path]:
+    """The seed folders, after refusing an OUT that holds files of unknown origin (no record, not a seed folder)."""
+    homes = [home_of(settings.out, seed) for seed in settings.seeds]
+    seed_folders = [p.name for p in settings.out.glob("seed*") if (p / provenance.RECORD).is_file()]
+    kept = [*seed_folders, *(home.name for home in homes)]
+    verdict = provenance.inspect(settings.out, REPORT_KIND, {}, REPORT_ENTRY, ignore=kept)
+    if verdict.state == "foreign":
+        raise StageError(
+            f"{settings.out} holds files but no {provenance.RECORD} saying what made them "
+            f"({', '.join(verdict.foreign)}): they are not this suite's, and nothing there is reused or deleted. "
+            "Choose another output folder (OUT=<new folder>)."
+        )
+    return homes
+
+
+def delete_recorded(settings: Settings, homes: list[Path]) -> list[Path]:
+    """FRESH=1: what the given seeds' records and OUT's record own, and nothing else (other seeds stay)."""
+    removed = start_over(homes)
+    others = [home.name for home in settings.out.glob("seed*")]
+    return removed + start_over([settings.out], kinds=(REPORT_KIND,), ignore=others)
+
+
+def run(settings: Settings, start_over_hint: str, redo_changed: bool = False, fresh: bool = False) -> dict[str, Any]:
+    """Every stage not done already (``jobs`` at a time), then ``summary.json`` and ``report.html``. With ``fresh``,
+    what the records of OUT and of the given seeds' folders own is deleted first (and nothing else)."""
     settings.check()
     settings.out = settings.out.resolve()
+    homes = check_out(settings)
+    if fresh:
+        delete_recorded(settings, homes)
     start, load_start = time.perf_counter(), load_average()
-    fates = run_stages(suite_stages(settings), settings.jobs, start_over, redo_changed)
+    fates = run_stages(suite_stages(settings), settings.jobs, start_over_hint, redo_changed)
     extra = {
         "invocation": {
             "wall_seconds": round(time.perf_counter() - start, 1),
@@ -559,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     whole = commands.add_parser("run", help="every stage not done already, then summary.json and report.html")
     _add_settings(whole)
     whole.add_argument("--redo-changed", action="store_true", help="redo the stages made with other settings")
+    whole.add_argument("--fresh", action="store_true", help="first delete what the records of these seeds own")
     whole.add_argument(
         "--start-over",
         default="To redo them (and the stages made from them): --redo-changed; or write elsewhere: --out.",
@@ -580,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         settings = _settings(args)
         if args.command == "run":
-            summary = run(settings, args.start_over, args.redo_changed)
+            summary = run(settings, args.start_over, args.redo_changed, args.fresh)
         else:
             settings.check()
             summary = finish(settings, {})

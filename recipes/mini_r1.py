@@ -5,9 +5,9 @@
     python -m recipes.mini_r1 report --out outputs/mini_r1/seed0 --seed 0      # after both stages have run
 
 ``run`` runs prepare, stage A (`recipes/sft_baseline.py`), stage B (`recipes/grpo_base.py`) and the report, each
-stage skipped when ``OUT/stamp.json`` says it finished with the same definition (seed, config and its hash, steps,
-options; `recipes.mini_runs`) and refused when it was made with another; `recipes/MINI_R1.md` explains the
-experiment. ``prepare`` writes, under ``--out``:
+stage skipped when ``OUT/provenance.json`` says it finished with the same definition (seed, config and its hash,
+steps, options; `recipes.mini_runs`) and refused when it was made with another; ``--fresh`` first deletes exactly
+what that record owns. `recipes/MINI_R1.md` explains the experiment. ``prepare`` writes, under ``--out``:
 
 ``init/``                  the random mini Qwen2-VL (`data_prep.tiny_model`, preset "mini", seeded)
 ``data/shape``             stage A records: "Is the shape a triangle?" (`data_prep.synthetic` → `data_prep.sat`)
@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.files import write_atomic
-from recipes.mini_runs import Stage, StageError, config_definition, run_stages, stage_timings
+from recipes.mini_runs import (
+    KIND,
+    Stage,
+    StageError,
+    claim_outputs,
+    config_definition,
+    run_stages,
+    stage_timings,
+    start_over,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -260,18 +269,22 @@ def run(
     every_b: int,
     report_to: str,
     overrides: list[str],
-    start_over: str,
+    start_over_hint: str,
     redo_changed: bool = False,
+    fresh: bool = False,
 ) -> dict:
-    """The whole experiment: each stage not done already with the same definition, then the report."""
+    """The whole experiment: each stage not done already with the same definition, then the report. With ``fresh``,
+    what OUT's record owns is deleted first (nothing else)."""
     out = out.resolve()
+    if fresh:
+        start_over([out], kinds=(KIND, REPORT_KIND))
     load_start = load_average()
     prepared = prepare_stage(out, seed, stage_a_steps * SHAPE_BATCH, heldout_rows)
     records = color_stage(out, seed, stage_b_steps * COLOR_PROMPTS_PER_STEP)
     stage_a = stage_a_stage(out, prepared, seed, stage_a_steps, every_a, report_to)
     stage_b = stage_b_stage(out, stage_a, records, seed, stage_b_steps, every_b, report_to, overrides)
     stages = [prepared, records, stage_a, stage_b]
-    run_stages(stages, jobs=1, start_over=start_over, redo_changed=redo_changed)
+    run_stages(stages, jobs=1, start_over=start_over_hint, redo_changed=redo_changed)
     timings = stage_timings(out)
     seconds = {
         "prepare": timings["prepare"]["seconds"] + timings["color_records"]["seconds"],
@@ -380,8 +393,13 @@ def summary_line(result: dict, out: Path) -> str:
     )
 
 
+REPORT_ENTRY, REPORT_KIND, REPORT_FILES = "report", "mini-report", ("result.json", "curve.png")
+
+
 def report(out: Path, seed: int, seconds: dict[str, float], extra: dict) -> dict:
     result = build_result(out, seed, seconds, extra)
+    # Recorded before they are written, so that a fresh start deletes them (and only them).
+    claim_outputs(out, REPORT_ENTRY, REPORT_KIND, REPORT_FILES, seed=seed)
     write_atomic(out / "result.json", json.dumps(result, indent=2) + "\n")
     plot(result, out / "curve.png")
     return result
@@ -421,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the sentence that says how to redo or start over",
     )
     whole.add_argument("--redo-changed", action="store_true", help="redo the stages made with other settings")
+    whole.add_argument("--fresh", action="store_true", help="first delete what OUT's record owns (nothing else)")
     whole.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: stage B recipe options")
     prep = commands.add_parser("prepare", help="build the random model and the records of both stages")
     prep.add_argument("--out", type=Path, required=True)
@@ -457,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides,
                 args.start_over,
                 args.redo_changed,
+                args.fresh,
             )
         else:
             extra: dict[str, Any] = {}

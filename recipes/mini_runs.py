@@ -3,17 +3,20 @@
 `launch/mini_r1.sh` (`recipes.mini_r1`) and `launch/mini_ablations.sh` (`recipes.mini_ablations`) describe their work
 as `Stage`s — building the model and data, stage A, each stage-B arm — each with the folders it writes, the commands
 that write them and what defines it (seed, config file and a hash of its values, steps, options, and the definition
-of every stage it builds on). ``<seed folder>/stamp.json`` records, per stage, that definition and whether the stage
-finished. Before anything runs, every stage is checked against it:
+of every stage it builds on). Each stage is one entry of ``<seed folder>/provenance.json`` (`recipes.provenance`,
+kind ``mini-stage``): its definition, whether it finished, and the paths it owns (its folders and its log). Before
+anything runs, every stage is checked against it:
 
 * recorded with the same definition and finished, folders present: **done already**, skipped;
-* recorded with the same definition but unfinished (killed): its folders are deleted and it runs again;
-* recorded with another definition (or its folders exist with no record at all): **refused** before anything runs,
-  naming each difference and how to start over (delete that stage's folders, ``FRESH=1``, or another ``OUT``);
+* recorded with the same definition but unfinished (killed): its owned paths are deleted and it runs again;
+* recorded with another definition: **refused** before anything runs, naming each difference and how to redo it
+  (``REDO=1``: then exactly its owned paths are deleted and it runs again), start over or use another ``OUT``;
+* its folders exist with no record of them (an older launcher, another program, the user): **refused**, always —
+  they are never reused nor deleted;
 * not recorded and its folders absent: it runs.
 
 `run_stages` runs the stages in a pool of ``jobs`` processes at a time (a stage waits for the stages it builds on),
-each command's output going to ``<seed folder>/logs/<stage>.log``; the stamp gets each stage's wall-clock and CPU
+each command's output going to ``<seed folder>/logs/<stage>.log``; the record gets each stage's wall-clock and CPU
 seconds (the CPU time of the commands' own processes, from ``os.wait4``, so it does not depend on what else runs).
 """
 
@@ -23,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -32,16 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.files import write_atomic
+from recipes import provenance
+from recipes.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
-STAMP = "stamp.json"
+KIND = "mini-stage"
+RECORD = provenance.RECORD
 LOGS = "logs"
 LOG_TAIL_LINES = 40
 
 
-class StageError(RuntimeError):
+class StageError(RecipeError):
     """A stage that cannot run (its folders were made with other settings) or that failed; the message has the fix."""
 
 
@@ -60,7 +64,7 @@ class Stage:
     """One unit of work of a run: ``commands`` write ``folders``; ``defined_by`` says what makes its result."""
 
     name: str
-    home: Path  # the seed folder: its stamp.json and logs/ hold this stage's record and output
+    home: Path  # the seed folder: its provenance.json and logs/ hold this stage's record and output
     folders: tuple[Path, ...]
     defined_by: dict[str, Any]
     commands: list[list[str]]
@@ -77,52 +81,12 @@ class Stage:
         return self.home / LOGS / f"{self.name.replace('/', '_')}.log"
 
 
-# --- the stamp ----------------------------------------------------------------------------------------------------
+# --- the record ---------------------------------------------------------------------------------------------------
 
 
-def read_stamp(home: Path) -> dict[str, Any]:
-    path = home / STAMP
-    if not path.is_file():
-        return {}
-    try:
-        stamp = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageError(f"{path} is unreadable ({err}): delete {home} to start over") from None
-    return stamp.get("stages", {}) if isinstance(stamp, dict) else {}
-
-
-def flat_items(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b": leaf}``, so that a difference deep in an upstream definition is named precisely.
-
-    Example:
-        >>> flat_items({"seed": 0, "stage_a": {"steps": 600, "config": {"sha256": "ab"}}})
-        {'seed': 0, 'stage_a.steps': 600, 'stage_a.config.sha256': 'ab'}
-    """
-    if not isinstance(value, dict):
-        return {prefix: value}
-    items: dict[str, Any] = {}
-    for key, inner in value.items():
-        items.update(flat_items(inner, f"{prefix}.{key}" if prefix else str(key)))
-    return items
-
-
-def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``name: <stored> there, <current> now`` for every setting that differs.
-
-    Example:
-        >>> differences({"seed": 0, "steps": 600}, {"seed": 1, "steps": 600, "rows": 8})
-        ['rows: (unset) there, 8 now', 'seed: 0 there, 1 now']
-    """
-    old, new = flat_items(stored), flat_items(current)
-    return [
-        f"{k}: {_show(old.get(k, '(unset)'))} there, {_show(new.get(k, '(unset)'))} now"
-        for k in sorted(old.keys() | new.keys())
-        if old.get(k, "(unset)") != new.get(k, "(unset)")
-    ]
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
+def owned_paths(stage: Stage) -> list[str]:
+    """What a stage owns in its home's record: its folders and its log (relative to the home)."""
+    return [str(path.relative_to(stage.home)) for path in (*stage.folders, stage.log)]
 
 
 def _relative(path: Path, home: Path) -> str:
@@ -137,35 +101,40 @@ def _has_files(folder: Path) -> bool:
 
 
 def plan(stages: Sequence[Stage], start_over: str, redo_changed: bool = False) -> dict[str, str]:
-    """Each stage's fate — ``"done"`` (skipped) or ``"run"`` — checked against the stamps before anything runs.
+    """Each stage's fate — ``"done"`` (skipped) or ``"run"`` — checked against the records before anything runs.
 
     ``start_over`` says how to redo those stages or start over (the launcher's ``REDO=1``, ``FRESH=1``, ``OUT``).
     Raises `StageError` naming every stage whose folders were made with other settings (nothing is changed), unless
-    ``redo_changed``: then those stages run again (their folders are deleted first).
+    ``redo_changed``: then those stages run again (their owned paths are deleted first). Folders no record owns are
+    refused in any case: they are not this experiment's, so they are neither reused nor deleted.
     """
     fates: dict[str, str] = {}
     problems: list[str] = []
-    stamps: dict[Path, dict[str, Any]] = {}
+    strangers: list[str] = []
+    for home in dict.fromkeys(stage.home for stage in stages):
+        if provenance.inspect(home, KIND, {}, name="").state == "foreign":
+            strangers.append(f"{home} holds files but no {RECORD} saying what made them")
     for stage in stages:
-        stored = stamps.setdefault(stage.home, read_stamp(stage.home)).get(stage.name)
+        verdict = provenance.inspect(stage.home, KIND, stage.defined_by, name=stage.name)
         present = [f for f in stage.folders if _has_files(f)]
         where = f"{stage.home}: {stage.name} ({', '.join(_relative(f, stage.home) for f in present)})"
-        if stored is None:
+        if verdict.entry is None:
             if present:
-                problems.append(
-                    f"{where} holds files but {STAMP} has no record of the settings that made them (another seed, "
-                    "config or an older version of this launcher?)"
-                )
+                strangers.append(f"{where} holds files but {RECORD} has no record of what made them")
             fates[stage.key] = "run"
-            continue
-        changed = differences(stored.get("defined_by", {}), stage.defined_by)
-        if changed and present:
-            problems.append(f"{where} was made with other settings:\n    " + "\n    ".join(changed))
+        elif verdict.state == "different" and present:
+            problems.append(f"{where} was made with other settings:\n    " + "\n    ".join(verdict.changes))
             fates[stage.key] = "run"
-        elif not changed and stored.get("state") == "finished" and len(present) == len(stage.folders):
+        elif verdict.state == "same" and verdict.finished and len(present) == len(stage.folders):
             fates[stage.key] = "done"
         else:
             fates[stage.key] = "run"
+    if strangers:
+        raise StageError(
+            "files of unknown origin (another program, an older launcher, another seed copied in?) are in the way, "
+            "and are neither reused nor deleted:\n  " + "\n  ".join(dict.fromkeys(strangers)) + "\nNothing was "
+            "changed. Choose another output folder (OUT=<new folder>), or move those files away."
+        )
     # A stage made from a stage that runs again is made again: never a result of one model beside another's.
     for stage in stages:
         if fates[stage.key] == "done" and any(fates.get(k) == "run" for k in stage.after):
@@ -179,20 +148,40 @@ def plan(stages: Sequence[Stage], start_over: str, redo_changed: bool = False) -
     return fates
 
 
-class StampBook:
-    """The stamp files of the stages being run, updated atomically (one writer: this process, under a lock)."""
+def claim_outputs(folder: Path, name: str, kind: str, files: Sequence[str], **fields: Any) -> None:
+    """Record that entry ``name`` owns ``files`` (in ``folder``), before it writes them; one that exists and is not
+    the entry's already is somebody else's: refused, never overwritten."""
+    owned = provenance.read(folder).get(name, {}).get("owns", [])
+    theirs = [f for f in files if (folder / f).exists() and f not in owned]
+    if theirs:
+        raise StageError(
+            f"{', '.join(str(folder / f) for f in theirs)} exists and {RECORD} does not say this experiment wrote it: "
+            "move it away or choose another output folder (OUT=<new folder>)"
+        )
+    provenance.record(folder, name, kind=kind, owns=[f for f in files if f not in owned], **fields)
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
 
-    def record(self, stage: Stage, **values: Any) -> None:
-        with self.lock:
-            path = stage.home / STAMP
-            stamp = json.loads(path.read_text()) if path.is_file() else {}
-            stamp.setdefault("about", "what made each stage's folders (recipes/mini_runs.py); reused only if equal")
-            entry = stamp.setdefault("stages", {}).setdefault(stage.name, {})
-            entry.update(values)
-            write_atomic(path, json.dumps(stamp, indent=2) + "\n")
+def start_over(homes: Sequence[Path], kinds: Sequence[str] = (KIND,), ignore: Sequence[str] = ()) -> list[Path]:
+    """Delete exactly what the records of ``homes`` say their entries (of ``kinds``) own; anything else stays.
+
+    Refused (nothing deleted) when a home holds files but no record (names in ``ignore`` aside), or entries of
+    another kind (another program's outputs).
+    """
+    for home in homes:
+        entries = provenance.read(home)
+        if not entries and set(provenance.unowned(home, entries)) - set(ignore):
+            raise StageError(
+                f"{home} holds files but no {RECORD} saying what made them: they are not this experiment's, and "
+                "nothing there is deleted. Choose another output folder (OUT=<new folder>)."
+            )
+        others = sorted({str(e.get("kind")) for e in entries.values()} - set(kinds))
+        if others:
+            raise StageError(f"{home} holds outputs of {', '.join(others)}: choose another output folder")
+    removed = []
+    for home in homes:
+        for name in list(provenance.read(home)):
+            removed += provenance.delete_owned(home, name)
+    return removed
 
 
 # --- running ------------------------------------------------------------------------------------------------------
@@ -224,15 +213,11 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_stage(stage: Stage, book: StampBook) -> dict[str, float]:
-    """Delete the stage's folders, run its commands, record it as finished (with its timings) in the stamp."""
-    for folder in stage.folders:
-        if folder.is_dir():
-            shutil.rmtree(folder)
-        elif folder.exists():
-            folder.unlink()
-    stage.log.unlink(missing_ok=True)
-    book.record(stage, defined_by=stage.defined_by, state="started")
+def run_stage(stage: Stage) -> dict[str, float]:
+    """Delete what the stage's entry owns (an earlier, unfinished or redone attempt), run its commands, record it as
+    finished (with its timings)."""
+    provenance.delete_owned(stage.home, stage.name)
+    provenance.start(stage.home, KIND, stage.defined_by, stage.name, owns=owned_paths(stage))
     seconds = cpu = 0.0
     for command in stage.commands:
         status, wall, used = run_command(command, stage.log, stage.env)
@@ -243,12 +228,12 @@ def run_stage(stage: Stage, book: StampBook) -> dict[str, float]:
                 f"{_tail(stage.log)}"
             )
     timings = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2)}
-    book.record(stage, state="finished", finished_at=time.strftime("%Y-%m-%d %H:%M:%S"), **timings)
+    provenance.finish(stage.home, stage.name, **timings)
     return timings
 
 
 def run_stages(stages: Sequence[Stage], jobs: int, start_over: str, redo_changed: bool = False) -> dict[str, str]:
-    """Check every stage against its stamp, then run those not done already, ``jobs`` at a time, in list order as
+    """Check every stage against its record, then run those not done already, ``jobs`` at a time, in list order as
     soon as the stages they build on have finished. Stops at the first failure (the running stages finish)."""
     if jobs < 1:
         raise StageError(f"jobs must be at least 1, got {jobs}")
@@ -263,14 +248,13 @@ def run_stages(stages: Sequence[Stage], jobs: int, start_over: str, redo_changed
             _say(f"{stage.label or stage.name}: done already ({', '.join(map(str, stage.folders))})")
     pending = [stage for stage in stages if fates[stage.key] == "run"]
     finished = {stage.key for stage in stages if fates[stage.key] == "done"}
-    book = StampBook()
     running: dict[str, threading.Thread] = {}
     failures: list[BaseException] = []
     wake = threading.Condition()
 
     def work(stage: Stage) -> None:
         try:
-            timings = run_stage(stage, book)
+            timings = run_stage(stage)
             took = f"{timings['seconds']:.0f} s (CPU {timings['cpu_seconds']:.0f} s)"
             _say(f"{stage.label or stage.name}: finished in {took}")
         except BaseException as err:  # noqa: BLE001 - reported by the scheduling thread
@@ -303,8 +287,9 @@ def run_stages(stages: Sequence[Stage], jobs: int, start_over: str, redo_changed
 
 
 def stage_timings(home: Path) -> dict[str, dict[str, Any]]:
-    """Each recorded stage's ``seconds``, ``cpu_seconds`` and ``state`` from ``home/stamp.json``."""
+    """Each recorded stage's ``seconds``, ``cpu_seconds`` and ``state`` from ``home/provenance.json``."""
     return {
         name: {k: entry.get(k) for k in ("seconds", "cpu_seconds", "state")}
-        for name, entry in read_stamp(home).items()
+        for name, entry in provenance.read(home).items()
+        if entry.get("kind") == KIND
     }

@@ -258,10 +258,20 @@ def guard_output(folder: str | Path, inputs: Iterable[str | Path | None] = ()) -
             raise ProvenanceError(f"output folder {folder} lies inside {what}: choose an output folder outside it")
 
 
-def delete_owned(folder: str | Path, name: str = ".", inputs: Iterable[str | Path | None] = ()) -> list[Path]:
-    """Delete exactly the paths entry ``name`` owns (then drop the entry); nothing else in ``folder`` is touched."""
+def delete_owned(
+    folder: str | Path, name: str = ".", inputs: Iterable[str | Path | None] = (), dry_run: bool = False
+) -> list[Path]:
+    """Delete exactly the paths entry ``name`` owns (then drop the entry); nothing else in ``folder`` is touched.
+
+    With ``dry_run`` nothing is deleted: the paths that would be are returned (after the same checks).
+    """
     folder = Path(folder)
     guard_output(folder, inputs)
+    if dry_run:
+        owned = read(folder).get(name, {}).get("owns", [])
+        return [
+            folder / _relative(folder, rel) for rel in owned if (folder / rel).exists() or (folder / rel).is_symlink()
+        ]
     with _locked(folder):
         entries = read(folder)
         entry = entries.get(name)
@@ -329,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--kind", required=command is look)
         command.add_argument("--define", action="append", default=[], metavar="KEY=VALUE")
     look.add_argument("--ignore", action="append", default=[], metavar="NAME")
+    look.add_argument("--unowned", action="store_true", help="then an 'unowned: NAME' line per name no entry owns")
     rec.add_argument("--state", choices=("running", "finished"))
     rec.add_argument("--owns", action="append", default=[], metavar="PATH")
     rm.add_argument("--input", action="append", default=[], metavar="PATH", help="a path that must not be touched")
+    rm.add_argument("--all", action="store_true", help="every entry of the record, not only --name")
+    rm.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -339,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             print(verdict.state + (" finished" if verdict.finished else ""))
             for line in verdict.changes or verdict.foreign:
                 print(f"  {line}")
+            if args.unowned:
+                for line in verdict.foreign:
+                    print(f"  unowned: {line}")
         elif args.command == "record":
             fields: dict[str, Any] = {}
             if args.kind:
@@ -349,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
                 fields["state"] = args.state
             record(args.folder, args.name, owns=args.owns, **fields)
         else:
-            for path in delete_owned(args.folder, args.name, args.input):
-                print(path)
+            guard_output(args.folder, args.input)  # also when the record is empty: a refused folder says so
+            names = sorted(read(args.folder)) if args.all else [args.name]
+            for name in names:
+                for path in delete_owned(args.folder, name, args.input, dry_run=args.dry_run):
+                    print(path)
     except ProvenanceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,12 +1,14 @@
 """The shell launchers as a user runs them: bad input refused before anything runs, results keyed by what made them.
 
 Every test runs the real script with bash. ``DRY_RUN=1`` prints the commands a launcher would run and writes nothing;
-the refusal tests check the exit code (2), the message and that nothing was executed or written. The stamp tests
-start from what a real run leaves behind: a run killed right after it began (fast), or finished (marked slow).
+the refusal tests check the exit code (2), the message and that nothing was executed or written. The provenance
+tests start from what a real run leaves behind: a run killed right after it began (fast), or finished (marked slow),
+and hash every file before and after.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -16,8 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_provenance import tree_hashes
 
 from recipes.cli import REPO_ROOT
+from recipes.prompts import EVAL_TEMPLATES, TEMPLATES
 
 LAUNCH = REPO_ROOT / "launch"
 QUICKSTART = LAUNCH / "quickstart.sh"
@@ -80,8 +84,16 @@ def refused(result: subprocess.CompletedProcess, *message: str) -> None:
     assert "Traceback" not in result.stderr and not result.stdout.strip(), result.stdout
 
 
-def kill_after_stamp(script: Path, out: Path, cwd: Path, **env: str) -> None:
-    """Start a real run into ``out`` and kill it (its whole process group) once its stamp is written."""
+def owns_something(out: Path) -> bool:
+    try:
+        entries = json.loads((out / "provenance.json").read_text())["entries"].values()
+    except (OSError, ValueError, KeyError):
+        return False
+    return any((out / path).exists() for entry in entries for path in entry["owns"])
+
+
+def kill_after_record(script: Path, out: Path, cwd: Path, **env: str) -> None:
+    """Start a real run into ``out`` and kill it (its whole process group) once a path its record owns exists."""
     full = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     full.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
     full.update(PYTHON=sys.executable, OUT=str(out), **env)
@@ -90,9 +102,9 @@ def kill_after_stamp(script: Path, out: Path, cwd: Path, **env: str) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not (out / "stamp.txt").exists():
-            assert process.poll() is None, "the launcher stopped before writing its stamp"
-            assert time.monotonic() < deadline, "no stamp after 60 s"
+        while not owns_something(out):
+            assert process.poll() is None, "the launcher stopped before writing its record"
+            assert time.monotonic() < deadline, "no record after 60 s"
             time.sleep(0.05)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -185,7 +197,7 @@ def test_the_slurm_example_refuses_to_run_outside_an_allocation(tmp_path):
 def test_quickstart_help_names_its_settings(tmp_path):
     result = launch(QUICKSTART, "-h", cwd=tmp_path)
     assert result.returncode == 0
-    for name in ("Usage: ", "SEED", "OUT", "ROWS", "EVAL_ROWS", "FRESH", "DRY_RUN", "stamp.txt"):
+    for name in ("Usage: ", "SEED", "OUT", "ROWS", "EVAL_ROWS", "FRESH", "DRY_RUN", "provenance.json", "logs/"):
         assert name in result.stdout, name
 
 
@@ -195,13 +207,15 @@ def test_quickstart_keeps_each_seed_in_its_own_folder(tmp_path):
     result = launch(QUICKSTART, "--max_steps", "2", cwd=tmp_path, DRY_RUN="1", SEED=seed)
     assert result.returncode == 0, result.stderr
     steps = commands(result.stdout)
-    assert [c[2] for c in steps[:-1]] == [
-        "data_prep.synthetic",
-        "data_prep.synthetic",
-        "data_prep.sat",
-        "data_prep.tiny_model",
-        "accelerate.commands.launch",
-    ] and steps[-1][1] == "recipes/eval_cvbench.py"
+    # The three inputs are built side by side, the records as soon as the raw SAT rows exist.
+    assert [(c[2], flag(c, "--kind") if "--kind" in c else "") for c in steps[:4]] == [
+        ("data_prep.synthetic", "sat"),
+        ("data_prep.synthetic", "cvbench"),
+        ("data_prep.tiny_model", ""),
+        ("data_prep.sat", ""),
+    ]
+    # One training process: the recipe itself, not accelerate's launcher starting a second Python.
+    assert [c[1] for c in steps[4:]] == ["recipes/grpo_base.py", "recipes/eval_cvbench.py"]
     for command in steps[:-1]:
         assert flag(command, "--seed") == seed
         assert all(str(out) in arg for arg in command if arg.startswith(str(REPO_ROOT / "outputs")))
@@ -228,34 +242,46 @@ def test_quickstart_refuses_arguments_it_sets_itself(args, message, tmp_path):
     assert not out.exists()
 
 
-def test_quickstart_refuses_a_folder_it_has_no_record_of(tmp_path):
+@pytest.mark.parametrize("fresh", ["0", "1"])
+def test_quickstart_refuses_a_folder_it_has_no_record_of_and_never_deletes_it(fresh, tmp_path):
     out = tmp_path / "old"
     (out / "grpo_base").mkdir(parents=True)
     (out / "grpo_base" / "model.safetensors").write_bytes(b"someone else's model")
-    before = snapshot(out)
-    refused(launch(QUICKSTART, cwd=tmp_path, OUT="old"), f"{out} is not empty and has no stamp.txt", "FRESH=1")
-    assert snapshot(out) == before
+    (out / "data").mkdir()
+    (out / "data" / "sat.parquet").write_bytes(b"the user's data")
+    before = tree_hashes(tmp_path)
+    result = launch(QUICKSTART, cwd=tmp_path, OUT="old", FRESH=fresh)
+    refused(result, f"{out} is not empty and has no provenance.json", "data, grpo_base", "OUT=<new folder>")
+    assert "FRESH" not in result.stderr.splitlines()[0]  # FRESH=1 deletes only what a record lists: no way out here
+    assert tree_hashes(tmp_path) == before
 
 
 def test_quickstart_refuses_to_mix_seeds_in_one_folder(tmp_path):
     out = tmp_path / "qs"
-    kill_after_stamp(QUICKSTART, out, tmp_path, SEED="0", ROWS="16", EVAL_ROWS="4")
-    before = snapshot(out)
+    kill_after_record(QUICKSTART, out, tmp_path, SEED="0", ROWS="16", EVAL_ROWS="4")
+    (out / "notes.txt").write_text("the user's notes, beside the run")
+    before = tree_hashes(tmp_path)
 
     result = launch(QUICKSTART, cwd=tmp_path, OUT=str(out), SEED="1", ROWS="16", EVAL_ROWS="4")
     refused(result, f"{out} was made with other settings", "seed: 0 there, 1 now", "FRESH=1", "OUT=<new folder>")
     result = launch(QUICKSTART, "--max_steps", "3", cwd=tmp_path, OUT=str(out), SEED="0", ROWS="20", EVAL_ROWS="4")
     refused(result, "rows: 16 there, 20 now", "overrides: (none) there, --max_steps 3 now")
-    assert snapshot(out) == before
+    assert tree_hashes(tmp_path) == before
 
-    # The same settings match (the killed run's data would be reused), and FRESH=1 would delete and redo.
+    # The same settings match (the killed run's data would be reused), and FRESH=1 would delete what the record
+    # owns (the quickstart's logs, at least), never the user's notes, and redo.
     result = launch(QUICKSTART, cwd=tmp_path, DRY_RUN="1", OUT=str(out), SEED="0", ROWS="16", EVAL_ROWS="4")
     assert result.returncode == 0, result.stderr
     result = launch(QUICKSTART, cwd=tmp_path, DRY_RUN="1", FRESH="1", OUT=str(out), SEED="1")
     assert result.returncode == 0, result.stderr
-    assert ["rm", "-rf", str(out / "stamp.txt")] in commands(result.stdout)
+    (deleting,) = [line for line in result.stdout.splitlines() if line.startswith("FRESH=1: would delete")]
+    owned = set(deleting.split()[5:])
+    assert str(out / "logs") in owned and str(out / "notes.txt") not in owned
+    assert owned <= {str(out / name) for name in ("sat_raw.parquet", "sat", "cvbench.parquet", "tiny-base", "logs")}
     assert flag(commands(result.stdout)[-2], "--seed") == "1"
-    assert snapshot(out) == before
+    first = next(c for c in commands(result.stdout) if c[0] == sys.executable)
+    assert flag(first, "--seed") == "1"  # what FRESH deletes is rebuilt, not reused
+    assert tree_hashes(tmp_path) == before
 
 
 @pytest.mark.slow
@@ -271,16 +297,51 @@ def test_quickstart_end_to_end_reruns_reuse_and_other_seeds_are_refused(tmp_path
         assert line in closing, closing
     assert (run / "model.safetensors").is_file() and (run / "eval_cvbench" / "summary.md").is_file()
     assert "about 0" in closing and "not that it learns" in closing and "bash launch/mini_r1.sh" in closing
+    assert "CV-Bench accuracy:" in closing and "training rewards:  step 1:" in closing
+    # A short account (one line per stage, the numbers, where things are): the full output is in the logs.
+    assert len(result.stdout.splitlines()) < 40 and not result.stderr.strip(), result.stdout + result.stderr
+    for stage in ("sat", "cvbench", "model", "train", "eval"):
+        assert f"logs/{stage}.log" in result.stdout and (out / "logs" / f"{stage}.log").stat().st_size > 0
+    assert "train_runtime" in (out / "logs" / "train.log").read_text()  # the trainer's own output is kept there
+    assert list((run / "completions").glob("completions_*.parquet"))  # W&B's completions table still logged
     before = snapshot(out)
 
     # The same command again: everything is reused, nothing is retrained or re-evaluated.
     again = launch(QUICKSTART, "--max_steps", "2", cwd=tmp_path, timeout=900, **settings)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "GRPO on the base model: done already" in again.stdout and "evaluation: done already" in again.stdout
-    assert snapshot(out) == before
+    changed = {k for k in snapshot(out).keys() | before.keys() if snapshot(out).get(k) != before.get(k)}
+    assert changed <= {"provenance.json", ".provenance.lock"}  # the record's own timestamps, nothing else
 
     refused(launch(QUICKSTART, "--max_steps", "2", cwd=tmp_path, **settings, SEED="1"), "seed: 0 there, 1 now")
-    assert snapshot(out) == before
+
+    # FRESH=1: exactly what the quickstart recorded making is deleted and rebuilt; the user's files stay.
+    (out / "notes.txt").write_text("the user's notes")
+    (out / "mine").mkdir()
+    (out / "mine" / "weights.bin").write_bytes(b"the user's weights")
+    users = {k: v for k, v in tree_hashes(out).items() if k.startswith(("notes.txt", "mine/"))}
+    fresh = launch(QUICKSTART, "--max_steps", "2", cwd=tmp_path, timeout=900, FRESH="1", **settings)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert "FRESH=1: deleted" in fresh.stdout and "done already" not in fresh.stdout
+    assert {k: v for k, v in tree_hashes(out).items() if k.startswith(("notes.txt", "mine/"))} == users
+    assert (run / "model.safetensors").stat().st_mtime_ns > before["grpo_base/model.safetensors"][1]
+
+
+def test_quickstart_failure_shows_the_end_of_the_failing_log_and_keeps_its_exit_status(tmp_path):
+    """A stage that fails: its log's last lines on the console, its exit status kept, the other stages stopped."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        f"#!/bin/sh\ncase \"$*\" in *data_prep.tiny_model*) echo 'a line of the builder'; echo 'out of memory' >&2; "
+        f'exit 7;; *) exec {sys.executable} "$@";; esac\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "qs"
+    result = launch(QUICKSTART, cwd=tmp_path, timeout=300, OUT=str(out), ROWS="8", EVAL_ROWS="2", PYTHON=str(fake))
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "tiny Qwen2-VL (base, random weights)" in result.stdout and "FAILED (exit status 7)" in result.stdout
+    assert "a line of the builder" in result.stdout and "out of memory" in result.stdout
+    assert f"its whole output: {out}/logs/model.log" in result.stderr
+    assert "GRPO" not in result.stdout  # nothing after the failed stage ran
 
 
 # ----- the ablation suites ------------------------------------------------------------------------------------------
@@ -327,7 +388,9 @@ def test_tiny_paper_suite_plan(tmp_path):
     for experiment, evaluation in zip(SUITES["paper", "tiny"], evaluations, strict=True):
         assert flag(evaluation, "--model_name_or_path") == str(out / experiment)
         assert flag(evaluation, "--prompt") == prompts.get(experiment, "base")
-        assert flag(evaluation, "--max_pixels") == "12544" and flag(evaluation, "--limit") == "16"
+        # Not the YAML's bounds: the checkpoint's own saved processor (its training's, whatever overrode them).
+        assert "--max_pixels" not in evaluation and "--min_pixels" not in evaluation
+        assert flag(evaluation, "--limit") == "16"
     assert [c for c in steps if "--wandb_group" in c][0][-2:] == ["--max_steps", "2"]
     assert not out.exists()
 
@@ -377,8 +440,8 @@ def test_ablations_refuse_arguments_they_set_themselves(args, message, tmp_path)
 def test_ablations_refuse_to_call_another_seeds_results_done(tmp_path):
     out = tmp_path / "suite"
     settings = {"TINY": "1", "ROWS": "16", "EVAL_ROWS": "2", "EXPERIMENTS": "grpo_base"}
-    kill_after_stamp(ABLATIONS, out, tmp_path, **settings)
-    before = snapshot(out)
+    kill_after_record(ABLATIONS, out, tmp_path, **settings)
+    before = tree_hashes(tmp_path)
 
     result = launch(ABLATIONS, cwd=tmp_path, OUT=str(out), SEED="1", **settings)
     refused(result, "seed: 42 there, 1 now", "group: ablations-tiny-paper-seed42 there", "FRESH=1")
@@ -386,22 +449,98 @@ def test_ablations_refuse_to_call_another_seeds_results_done(tmp_path):
     refused(result, "max_steps: config there, 3 now")
     # Another suite's experiment folder appearing in OUT is not "done already" either.
     (out / "grpo_base_length").mkdir()
-    result = launch(ABLATIONS, cwd=tmp_path, OUT=str(out), **{**settings, "EXPERIMENTS": "grpo_base grpo_base_length"})
-    refused(result, f"{out / 'grpo_base_length'} exists but {out / 'stamp.txt'} has no record")
+    (out / "grpo_base_length" / "model.safetensors").write_bytes(b"the user's model")
+    mine = tree_hashes(tmp_path)
+    for fresh in ("0", "1"):
+        extended = {**settings, "EXPERIMENTS": "grpo_base grpo_base_length", "FRESH": fresh}
+        result = launch(ABLATIONS, cwd=tmp_path, OUT=str(out), **extended)
+        refused(result, f"{out / 'grpo_base_length'} exists but {out / 'provenance.json'} has no record of it")
+    assert tree_hashes(tmp_path) == mine
+    (out / "grpo_base_length" / "model.safetensors").unlink()
     (out / "grpo_base_length").rmdir()
-    # Nor is the quickstart allowed to run in a suite's folder.
-    refused(
-        launch(QUICKSTART, cwd=tmp_path, OUT=str(out)), "made_by: launch/run_ablations.sh there, launch/quickstart.sh"
-    )
-    assert snapshot(out) == before
+    # Nor is the quickstart allowed to run in a suite's folder, nor to delete anything there.
+    for fresh in ("0", "1"):
+        result = launch(QUICKSTART, cwd=tmp_path, OUT=str(out), FRESH=fresh)
+        refused(result, "another program's outputs (kind: launch/run_ablations.sh there, launch/quickstart.sh now)")
+    assert tree_hashes(tmp_path) == before
 
-    # The same settings match; adding an experiment to the suite is fine; FRESH=1 would delete and redo.
+    # The same settings match; adding an experiment to the suite is fine; FRESH=1 would delete what the record owns
+    # (the tiny inputs it started building in data/) and redo.
     extended = {**settings, "EXPERIMENTS": "grpo_base grpo_base_length"}
     assert launch(ABLATIONS, cwd=tmp_path, OUT=str(out), DRY_RUN="1", **extended).returncode == 0
     result = launch(ABLATIONS, cwd=tmp_path, OUT=str(out), DRY_RUN="1", FRESH="1", SEED="1", **settings)
     assert result.returncode == 0, result.stderr
-    assert ["rm", "-rf", str(out / "stamp.txt")] in commands(result.stdout)
-    assert snapshot(out) == before
+    assert f"FRESH=1: would delete (dry run) {out / 'data'}" in result.stdout
+    assert tree_hashes(tmp_path) == before
+
+
+def test_ablations_fresh_never_deletes_the_users_inputs(tmp_path, tiny_base_dir):
+    """BASE_MODEL inside OUT, FRESH=1: refused before anything is deleted (the input would go with OUT's files)."""
+    out = tmp_path / "suite"
+    settings = {"TINY": "1", "ROWS": "16", "EVAL_ROWS": "2", "EXPERIMENTS": "grpo_base"}
+    kill_after_record(ABLATIONS, out, tmp_path, **settings)
+    model = out / "my-model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    before = tree_hashes(tmp_path)
+    result = launch(ABLATIONS, cwd=tmp_path, OUT=str(out), FRESH="1", BASE_MODEL=str(model), **settings)
+    refused(result, f"output folder {out} is or contains the input {model}")
+    assert tree_hashes(tmp_path) == before
+
+
+def test_ablation_overrides_reach_the_evaluation(tmp_path):
+    """Pixel bounds, prompt template and chat template given for training reach every evaluation; EVAL_ARGS wins."""
+    args = ("--max_pixels", "6272", "--min-pixels=3136", "--prompt_template", "base_clean")
+    result = launch(ABLATIONS, *args, cwd=tmp_path, TINY="1", OUT="suite", DRY_RUN="1", EXPERIMENTS="grpo_base")
+    assert result.returncode == 0, result.stderr
+    (training,) = [c for c in commands(result.stdout) if "--wandb_group" in c]
+    (evaluation,) = [c for c in commands(result.stdout) if c[1] == "recipes/eval_cvbench.py"]
+    assert training[-5:] == list(args)
+    assert (flag(evaluation, "--max_pixels"), flag(evaluation, "--min_pixels")) == ("6272", "3136")
+    assert flag(evaluation, "--prompt") == "base_clean"
+    eval_args = "--prompt base_short --batch_size 2"
+    result = launch(ABLATIONS, *args, cwd=tmp_path, TINY="1", OUT="suite", DRY_RUN="1", EVAL_ARGS=eval_args)
+    evaluation = [c for c in commands(result.stdout) if c[1] == "recipes/eval_cvbench.py"][0]
+    assert evaluation[-4:] == eval_args.split() and "base_clean" not in evaluation
+    assert not (tmp_path / "suite").exists()
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_each_training_prompt_template_reaches_the_evaluation_or_is_refused(template, tmp_path):
+    result = launch(
+        ABLATIONS, "--prompt_template", template, cwd=tmp_path, TINY="1", OUT="s", DRY_RUN="1", EXPERIMENTS="grpo_base"
+    )
+    if template == "sft" or template in EVAL_TEMPLATES:
+        assert result.returncode == 0, result.stderr
+        (evaluation,) = [c for c in commands(result.stdout) if c[1] == "recipes/eval_cvbench.py"]
+        assert flag(evaluation, "--prompt") == ("instruct_no_reasoning" if template == "sft" else template)
+        assert flag(evaluation, "--prompt") in EVAL_TEMPLATES
+    else:
+        refused(result, f"--prompt_template {template} has no CV-Bench template", 'EVAL_ARGS="--prompt NAME"')
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--limit", "5"], {}, "--limit is set by this launcher: an evaluation option: set EVAL_LIMIT=N instead"),
+        (["--batch_size=4"], {}, 'set EVAL_ARGS="--batch_size N" instead'),
+        (["--prompt", "base"], {}, "give the training's --prompt_template"),
+        ([], {"EVAL_ARGS": "--output_dir elsewhere"}, "--output_dir is set by this launcher"),
+        ([], {"EVAL_ARGS": "--limit 3"}, "set EVAL_LIMIT=N instead"),
+        ([], {"EVAL_ARGS": "--dataset x.parquet"}, "set CVBENCH="),
+    ],
+)
+def test_evaluation_options_go_where_they_act(args, env, message, tmp_path):
+    refused(launch(ABLATIONS, *args, cwd=tmp_path, OUT="suite", TINY="1", **env), message)
+    assert not (tmp_path / "suite").exists()
+
+
+def test_launch_docs_derive_gradient_accumulation_instead_of_setting_it_per_gpu_count():
+    """prompts_per_step fixes the global batch; a --gradient_accumulation_steps that contradicts it is refused, so
+    no launch doc may tell users to set it by hand for their GPU count."""
+    for doc in (ABLATIONS, RUN_8GPU, MULTINODE, LAUNCH / "README.md"):
+        text = doc.read_text()
+        assert "--gradient_accumulation_steps 2" not in text and "--gradient_accumulation_steps 8" not in text, doc
 
 
 @pytest.mark.slow

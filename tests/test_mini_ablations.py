@@ -15,21 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_provenance import tree_hashes
 
-from recipes import mini_ablations
+from recipes import mini_ablations, provenance
 from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.compare import aggregate
 from recipes.mini_ablations import ARMS, OOD_FILE, Settings, finish, report_arms, summary_table
-from recipes.mini_runs import (
-    STAMP,
-    Stage,
-    StageError,
-    config_definition,
-    differences,
-    plan,
-    read_stamp,
-    run_stages,
-)
+from recipes.mini_runs import KIND, Stage, StageError, config_definition, plan, run_stages
 
 LAUNCHER = REPO_ROOT / "launch" / "mini_ablations.sh"
 START_OVER = "START OVER HERE"
@@ -71,9 +63,10 @@ def test_a_rerun_with_the_same_settings_skips_every_finished_stage(tmp_path, cap
     assert set(run_stages(chain(tmp_path), jobs=2, start_over=START_OVER).values()) == {"done"}
     assert contents(tmp_path) == before
     assert capsys.readouterr().out.count("done already") == 3
-    stamp = read_stamp(tmp_path)
-    assert stamp["model"]["state"] == "finished" and stamp["model"]["defined_by"]["steps"] == 2
-    assert stamp["model"]["seconds"] > 0 and stamp["model"]["cpu_seconds"] > 0  # the command's own CPU time
+    record = provenance.read(tmp_path)
+    assert record["model"]["state"] == "finished" and record["model"]["defined_by"]["steps"] == 2
+    assert record["model"]["seconds"] > 0 and record["model"]["cpu_seconds"] > 0  # the command's own CPU time
+    assert record["model"]["kind"] == KIND and record["model"]["owns"] == ["logs/model.log", "model"]
 
 
 def test_other_settings_are_refused_naming_each_difference_and_nothing_changes(tmp_path):
@@ -94,7 +87,7 @@ def test_redo_changed_remakes_what_changed_and_what_was_made_from_it(tmp_path):
     fates = run_stages(chain(tmp_path, steps=3), jobs=1, start_over=START_OVER, redo_changed=True)
     assert [fates[s.key] for s in chain(tmp_path)] == ["done", "run", "run"]
     assert (tmp_path / "model" / "out.txt").read_text() == "model 3"
-    assert read_stamp(tmp_path)["arm"]["defined_by"]["model"]["steps"] == 3
+    assert provenance.read(tmp_path)["arm"]["defined_by"]["model"]["steps"] == 3
 
 
 def test_a_stage_whose_upstream_is_remade_is_remade_too(tmp_path):
@@ -105,22 +98,29 @@ def test_a_stage_whose_upstream_is_remade_is_remade_too(tmp_path):
     assert [fates[s.key] for s in chain(tmp_path)] == ["done", "run", "run"]
 
 
-def test_folders_without_a_record_are_refused(tmp_path):
-    """Outputs of an older launcher (or of another seed copied in): never called "done already"."""
+def test_folders_without_a_record_are_refused_even_when_asked_to_redo(tmp_path):
+    """Outputs of an older launcher (or of another seed copied in, or the user's): never "done already", never
+    deleted, whatever the options; the way out is another folder."""
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.safetensors").write_text("weights of unknown origin")
-    with pytest.raises(StageError, match=r"model \(model\) holds files but stamp.json has no record"):
-        run_stages(chain(tmp_path), jobs=1, start_over=START_OVER)
-    assert not (tmp_path / "data").exists() and not (tmp_path / STAMP).exists()
+    for redo in (False, True):
+        with pytest.raises(StageError, match=r"(?s)holds files but no provenance.json.*Choose another output folder"):
+            run_stages(chain(tmp_path), jobs=1, start_over=START_OVER, redo_changed=redo)
+    assert contents(tmp_path) == {"model/model.safetensors": "weights of unknown origin"}
+    # With a record there (a run of these stages), a stage folder it does not own is refused just the same.
+    run_stages(chain(tmp_path / "run")[:1], jobs=1, start_over=START_OVER)
+    (tmp_path / "run" / "model").mkdir()
+    (tmp_path / "run" / "model" / "mine.txt").write_text("mine")
+    with pytest.raises(StageError, match=r"model \(model\) holds files but provenance.json has no record"):
+        run_stages(chain(tmp_path / "run"), jobs=1, start_over=START_OVER, redo_changed=True)
+    assert (tmp_path / "run" / "model" / "mine.txt").read_text() == "mine"
 
 
 def test_an_unfinished_stage_is_redone_from_scratch(tmp_path):
     stages = chain(tmp_path)
     run_stages(stages[:1], jobs=1, start_over=START_OVER)
-    # A killed model stage: recorded as started with these settings, a partial file left behind.
-    stamp = json.loads((tmp_path / STAMP).read_text())
-    stamp["stages"]["model"] = {"defined_by": stages[1].defined_by, "state": "started"}
-    (tmp_path / STAMP).write_text(json.dumps(stamp))
+    # A killed model stage: recorded as running with these settings, a partial file left behind.
+    provenance.start(tmp_path, KIND, stages[1].defined_by, "model", owns=["model"])
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "partial.bin").write_text("torn")
     fates = run_stages(chain(tmp_path), jobs=1, start_over=START_OVER)
@@ -134,7 +134,7 @@ def test_a_failing_stage_stops_the_run_with_the_end_of_its_log(tmp_path):
     with pytest.raises(StageError, match=r"(?s)model failed \(exit status 3\).*the loss is nan"):
         run_stages(stages, jobs=2, start_over=START_OVER)
     assert not (tmp_path / "arm").exists()  # built on the failed stage: never started
-    assert read_stamp(tmp_path)["model"]["state"] == "started"  # so that the next run redoes it
+    assert provenance.read(tmp_path)["model"]["state"] == "running"  # so that the next run redoes it
 
 
 def test_stages_run_in_parallel_only_once_what_they_build_on_has_finished(tmp_path):
@@ -169,7 +169,7 @@ def test_a_config_is_defined_by_its_values_not_its_comments(tmp_path):
 
 
 def test_differences_name_nested_settings():
-    assert differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2}) == ["a.b: 1 there, 2 now"]
+    assert provenance.differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2}) == ["a.b: 1 there, 2 now"]
     assert plan([], START_OVER) == {}
 
 
@@ -235,7 +235,7 @@ def fake_run(
     home: Path, arm: str, seed: int, heldout: list[float], ood: list[float], seconds: float, shades: dict | None = None
 ) -> None:
     """A finished arm as the suite leaves it: log history (held-out accuracy at steps 0, 5, 10 and rewards), its
-    ood.json (``shades``: accuracy per shade at those steps) and its record in the seed's stamp."""
+    ood.json (``shades``: accuracy per shade at those steps) and its record in the seed's provenance.json."""
     run = home / arm
     run.mkdir(parents=True)
     history = [{"step": 5 * i, "heldout/accuracy": v, "heldout/format": 1.0} for i, v in enumerate(heldout)]
@@ -249,9 +249,8 @@ def fake_run(
     }
     ood_file = {"curve": curve, "format": [[s, 1.0] for s, _ in curve], "by_type": by_type}
     (run / OOD_FILE).write_text(json.dumps(ood_file))
-    stamp = json.loads((home / STAMP).read_text()) if (home / STAMP).exists() else {"stages": {}}
-    stamp["stages"][arm] = {"state": "finished", "seconds": seconds, "cpu_seconds": seconds - 1}
-    (home / STAMP).write_text(json.dumps(stamp))
+    provenance.start(home, KIND, {"arm": arm}, arm, owns=[arm])
+    provenance.finish(home, arm, seconds=seconds, cpu_seconds=seconds - 1)
 
 
 @pytest.fixture
@@ -322,6 +321,30 @@ def test_report_draws_each_arm_as_the_mean_over_its_seeds(two_seeds):
     assert heldout.mean == pytest.approx([0.5, 0.5, 0.55]) and heldout.low == pytest.approx([0.5, 0.5, 0.5])
 
 
+def test_fresh_deletes_what_the_records_own_and_a_folder_of_unknown_origin_is_refused(two_seeds, tmp_path):
+    finish(two_seeds, {})  # the report files, recorded in OUT's provenance.json before they were written
+    (tmp_path / "notes.txt").write_text("the user's notes")
+    (tmp_path / "seed0" / "grpo" / "my_eval.json").write_text("the user's file in a run folder")  # goes with it
+    before = tree_hashes(tmp_path)
+    one_seed = Settings(out=tmp_path, seeds=[0], arms=["grpo", "sft"])
+    removed = mini_ablations.delete_recorded(one_seed, mini_ablations.check_out(one_seed))
+    assert {str(p.relative_to(tmp_path)) for p in removed} == {
+        "seed0/grpo", "seed0/sft", "summary.json", "report.html", "report.png", "figure.png"
+    }  # fmt: skip
+    after = tree_hashes(tmp_path)
+    kept = {k for k in before if not k.startswith(("seed0/grpo/", "seed0/sft/", "summary", "report", "figure"))}
+    assert {k: before[k] for k in kept if "provenance" not in k} == {
+        k: after[k] for k in kept if "provenance" not in k
+    }
+    assert all(k in after for k in before if k.startswith("seed1/"))  # another seed: untouched
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "results.csv").write_text("someone's results")
+    with pytest.raises(StageError, match="holds files but no provenance.json"):
+        mini_ablations.check_out(Settings(out=stranger, seeds=[0], arms=["grpo"]))
+
+
 def test_summary_refuses_a_run_that_logged_no_heldout_accuracy(two_seeds):
     state = two_seeds.out / "seed1" / "sft" / "trainer_state.json"
     state.write_text(json.dumps({"global_step": 10, "log_history": [{"step": 10, "loss": 1.0}]}))
@@ -369,12 +392,12 @@ def test_launcher_refuses_results_of_another_seed_or_config_and_changes_nothing(
     home = out / "seed0"
     settings = Settings(out=out, seeds=[0], arms=["grpo"], stage_a_steps=400)
     stages = mini_ablations.suite_stages(settings)
-    stamp = {"stages": {s.name: {"defined_by": s.defined_by, "state": "finished"} for s in stages}}
     for stage in stages:
         for folder in stage.folders:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "made.txt").write_text(stage.name)
-    (home / STAMP).write_text(json.dumps(stamp))
+        provenance.start(home, KIND, stage.defined_by, stage.name, owns=[f.relative_to(home) for f in stage.folders])
+        provenance.finish(home, stage.name)
     before = contents(out)
     result = launch("0", cwd=tmp_path, OUT=str(out), ARMS="grpo", STAGE_A_STEPS="600")
     assert result.returncode == 2, result.stdout + result.stderr

@@ -16,14 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_provenance import tree_hashes
 
 from data_prep.sat import convert
 from data_prep.synthetic import write_synthetic
-from recipes import grpo_base, sft_baseline
+from recipes import grpo_base, provenance, sft_baseline
 from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.heldout import HeldoutAccuracyCallback
-from recipes.mini_r1 import build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
-from recipes.mini_runs import STAMP
+from recipes.mini_r1 import REPORT_KIND, build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
+from recipes.mini_runs import KIND, StageError, start_over
 
 LAUNCHER = REPO_ROOT / "launch" / "mini_r1.sh"
 SFT_TARGET = " The image shows a shape. </think><answer> {answer} </answer><|endoftext|>"
@@ -185,7 +186,7 @@ def test_launcher_prints_its_usage():  # tests/test_launch.py runs shellcheck on
     usage = subprocess.run(["bash", str(LAUNCHER), "-h"], capture_output=True, text=True, check=True).stdout
     for name in ("Usage: bash launch/mini_r1.sh [SEED]", "STAGE_A_STEPS", "STAGE_B_STEPS", "HELDOUT_ROWS", "OUT"):
         assert name in usage
-    assert "FRESH" in usage and "REDO" in usage and "stamp.json" in usage
+    assert "FRESH" in usage and "REDO" in usage and "provenance.json" in usage
 
 
 def launch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -199,7 +200,7 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 def fake_finished_run(out: Path, seed: int) -> None:
     """OUT as a finished run of `seed` with the launcher's default settings leaves it: every stage's folders and
-    its record in stamp.json."""
+    its record in provenance.json."""
     prepared = prepare_stage(out, seed, 600 * 16, 200)
     records = color_stage(out, seed, 150 * 4)
     stage_a = stage_a_stage(out, prepared, seed, 600, 100, "none")
@@ -208,8 +209,8 @@ def fake_finished_run(out: Path, seed: int) -> None:
         for folder in stage.folders:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "made.txt").write_text(f"{stage.name} seed {seed}")
-    stamp = {"stages": {s.name: {"defined_by": s.defined_by, "state": "finished"} for s in stages}}
-    (out / STAMP).write_text(json.dumps(stamp))
+        provenance.start(out, KIND, stage.defined_by, stage.name, owns=[f.relative_to(out) for f in stage.folders])
+        provenance.finish(out, stage.name)
 
 
 def test_a_run_of_another_seed_in_the_same_folder_is_refused_and_left_alone(tmp_path):
@@ -234,14 +235,41 @@ def test_stage_b_settings_changed_refuse_stage_b_only(tmp_path):
     assert "stage_a (stage_a)" not in result.stderr and "prepare (" not in result.stderr  # stage A is reusable
 
 
-def test_outputs_without_a_stamp_are_not_reused(tmp_path):
-    """A folder filled by an older launcher (no stamp.json): its seed and settings are unknown, so it is refused."""
+def test_outputs_without_a_record_are_not_reused_nor_deleted(tmp_path):
+    """A folder filled by an older launcher or by hand (no provenance.json): its seed and settings are unknown, so it
+    is refused, with FRESH=1 and REDO=1 too, and the way out is another folder (FRESH would delete nothing there)."""
     out = tmp_path / "run"
     (out / "stage_a").mkdir(parents=True)
     (out / "stage_a" / "model.safetensors").write_text("weights of unknown origin")
-    result = launch("0", cwd=tmp_path, OUT=str(out))
-    assert result.returncode == 2 and "stage_a (stage_a) holds files but stamp.json has no record" in result.stderr
-    assert contents(out) == {"stage_a/model.safetensors": b"weights of unknown origin"}
+    for env in ({}, {"FRESH": "1"}, {"REDO": "1"}):
+        result = launch("0", cwd=tmp_path, OUT=str(out), **env)
+        assert result.returncode == 2 and "holds files but no provenance.json" in result.stderr, result.stderr
+        assert "OUT=<new folder>" in result.stderr and "FRESH=1" not in result.stderr.splitlines()[0]
+        assert contents(out) == {"stage_a/model.safetensors": b"weights of unknown origin"}
+
+
+def test_fresh_deletes_exactly_what_the_record_owns(tmp_path):
+    """What FRESH=1 (``run --fresh``) does first: the run's recorded folders go; the user's files in OUT, even inside
+    a folder of the run's, stay byte for byte; a folder with files but no record is refused, nothing deleted."""
+    out = (tmp_path / "run").resolve()
+    fake_finished_run(out, seed=0)
+    (out / "notes.txt").write_text("my notes")
+    (out / "data" / "mine.parquet").write_text("my data, next to the run's")
+    before = tree_hashes(out)
+    removed = start_over([out], kinds=(KIND, REPORT_KIND))
+    assert {p.relative_to(out).parts[0] for p in removed} == {"init", "data", "stage_a", "stage_b"}
+    after = tree_hashes(out)
+    assert {k: v for k, v in after.items() if k not in ("provenance.json", ".provenance.lock")} == {
+        "notes.txt": before["notes.txt"],
+        "data/mine.parquet": before["data/mine.parquet"],
+    }
+    assert provenance.read(out) == {}
+
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "stage_a").write_text("not a run of ours")
+    with pytest.raises(StageError, match="no provenance.json saying what made them"):
+        start_over([tmp_path / "theirs"], kinds=(KIND, REPORT_KIND))
+    assert (tmp_path / "theirs" / "stage_a").read_text() == "not a run of ours"
 
 
 @pytest.mark.parametrize(

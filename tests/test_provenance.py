@@ -149,3 +149,34 @@ def test_delete_nested_removes_derived_outputs_and_keeps_the_users_files(tmp_pat
     }
     assert all(after[k] == before[k] for k in after if not k.endswith(provenance.RECORD))
     assert (mixed / "my_notes.txt").read_text() == "keep" and (other / "summary.json").exists()
+
+
+def test_a_dry_run_lists_what_would_be_deleted_and_deletes_nothing(tmp_path, capsys):
+    out = tmp_path / "suite"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "sat.parquet").write_bytes(b"made")
+    (out / "notes.txt").write_text("the user's")
+    provenance.record(out, ".", kind="launcher", owns=["data", "report.html"])  # report.html: not written yet
+    provenance.record(out, "grpo_base", kind="launcher", owns=["grpo_base"])
+    (out / "grpo_base").mkdir()
+    before = tree_hashes(tmp_path)
+    assert provenance.delete_owned(out, ".", dry_run=True) == [out / "data"]
+    assert provenance.main(["delete", str(out), "--all", "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == [str(out / "data"), str(out / "grpo_base")]
+    assert tree_hashes(tmp_path) == before and set(provenance.read(out)) == {".", "grpo_base"}
+    assert provenance.main(["delete", str(out), "--all"]) == 0
+    assert set(tree_hashes(tmp_path)) == {"suite/notes.txt", "suite/provenance.json", "suite/.provenance.lock"}
+    assert provenance.read(out) == {}
+
+
+def test_the_command_line_names_unowned_files_and_guards_even_an_empty_record(tmp_path, capsys):
+    out = tmp_path / "qs"
+    provenance.record(out, ".", kind="launcher", owns=["sat"])
+    (out / "sat").mkdir()
+    (out / "data").mkdir()
+    assert provenance.main(["inspect", str(out), "--kind", "launcher", "--unowned"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["same", "  data", "  unowned: data"]
+    inputs = tmp_path / "qs" / "data"
+    assert provenance.main(["delete", str(out), "--all", "--input", str(inputs)]) == 2
+    assert "is or contains the input" in capsys.readouterr().err and (out / "sat").is_dir()
+    assert provenance.main(["delete", str(Path.home()), "--all"]) == 2  # no record there: still refused
