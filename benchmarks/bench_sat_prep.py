@@ -14,6 +14,8 @@ every image is fitted to 504x392. It prints, per size, side by side:
 
 - ``wall s`` / ``rows/s``: the whole process, imports included (what a user waits for), and rows read per second;
 - ``conv s``: the conversion's own seconds (``prep_report.json``);
+- ``cpu s``: the CPU time the process (and its children) used: on a shared machine a steadier figure than wall
+  time, which other processes' load stretches;
 - ``peak RSS`` / ``peak anon`` (MiB): the largest sum over the converter and its worker processes of their resident
   memory, and of its anonymous part (``RssAnon``: the heap they really hold, without file-backed pages such as the
   arrow cache that `datasets` maps), sampled every 20 ms;
@@ -26,9 +28,11 @@ similar load. 5,000 rows of each size take about 1 min on 2 idle cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -97,6 +101,7 @@ def convert_in_subprocess(parquet: Path, output: Path, num_proc: int | None) -> 
     if num_proc is not None:
         command += ["--num-proc", str(num_proc)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     watched = psutil.Process(process.pid)
@@ -106,10 +111,12 @@ def convert_in_subprocess(parquet: Path, output: Path, num_proc: int | None) -> 
         peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if process.returncode != 0:
         raise SystemExit(f"conversion of {parquet} failed with exit code {process.returncode}")
     report = json.loads((output / "prep_report.json").read_text())
-    return {"report": report, "wall": wall, "peak_rss": peak_rss, "peak_anon": peak_anon}
+    return {"report": report, "wall": wall, "cpu": cpu, "peak_rss": peak_rss, "peak_anon": peak_anon}
 
 
 def main() -> None:
@@ -123,8 +130,11 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
-    header = "images     rows  resized  wall s  conv s  rows/s  peak RSS MiB  peak anon MiB  in MB  out MB  out/in"
+    header = (
+        "images     rows  resized  wall s  conv s   cpu s  rows/s  peak RSS MiB  peak anon MiB  in MB  out MB  out/in"
+    )
     print(header)
+    print(f"converter: {Path(importlib.util.find_spec('data_prep.sat').origin).parent.parent}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in args.images:
             for rows in args.rows:
@@ -136,7 +146,7 @@ def main() -> None:
                 source, written = parquet.stat().st_size / 1e6, folder_bytes(output) / 1e6
                 print(
                     f"{label:<9} {rows:>6} {report['images']['resized']:>8} {figures['wall']:>7.1f}"
-                    f" {report['seconds']:>7.1f} {report['rows_read'] / figures['wall']:>7.0f}"
+                    f" {report['seconds']:>7.1f} {figures['cpu']:>7.1f} {report['rows_read'] / figures['wall']:>7.0f}"
                     f" {figures['peak_rss']:>13.0f} {figures['peak_anon']:>14.0f} {source:>6.1f} {written:>7.1f}"
                     f" {written / source:>7.2f}"
                 )
