@@ -9,6 +9,30 @@ by every processor whose bounds contain the training bounds: the same ``image_gr
 resampling at all. `fit_image` and `fit_encoded` make images such fixed points; images that already are one are
 returned untouched (the same object, the same bytes).
 
+Why the fitted pixels are stored, not the source's bytes: for an image within the bounds whose sides are not
+multiples of 28 (most photographs and renders, e.g. 512x384 → 504x392) every processor computes the same size, but
+not the same pixels. The PIL processor (``Qwen2VLImageProcessorPil``) resizes exactly as `fit_image` does (identical
+pixel values); transformers 5's default torchvision processor resamples differently (up to 1 intensity level of 255
+on a 512x384 scene, up to ~6 on photographs; ``benchmarks/compare_resize_backends.py``). From a stored, fitted image
+both compute the paper's values (`tests/test_sat_prep.py`).
+
+How: PNG with zlib's run-length strategy (`PNG_STRATEGY`), chosen by measurement (CPU ms per 504x392 image, bytes
+as a multiple of the 512x384 source JPEG; Pillow 13, loaded 2-core machine):
+
+================  ======================  ====================================
+encoding          synthetic scenes        photographs (3, JPEG quality 90)
+================  ======================  ====================================
+PNG, default      5.7 ms, x1.20           48-68 ms, x4.5-5.3
+PNG, level 1      3.5 ms, x1.55           17-21 ms, x4.7-5.7
+PNG, Z_RLE        3.4 ms, x1.16           15-16 ms, x4.5-5.6
+WebP lossless m0  6.4 ms, x3.66           7-13 ms, x3.9-4.5
+WebP lossless m1  13.8 ms, x0.96          30-35 ms, x3.3-3.9
+================  ======================  ====================================
+
+Z_RLE is never larger than the default on the scenes and at most ~8% larger on photographs, for 1.7-4x less time;
+WebP m0 is faster and ~20% smaller on photographs but 3x larger on flat scenes, and drops the L/LA modes. Decoding
+a PNG is exact (a test compares the stored pixels with `fit_image`'s).
+
 The paper's bounds are defined here once (`MIN_PIXELS`, `MAX_PIXELS`, `IMAGE_FACTOR`); a test checks them against
 ``recipes/configs/paper/grpo_base.yaml``.
 """
