@@ -28,7 +28,6 @@ similar load. 5,000 rows of each size take about 1 min on 2 idle cores.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import json
 import os
@@ -134,7 +133,8 @@ def main() -> None:
         "images     rows  resized  wall s  conv s   cpu s  rows/s  peak RSS MiB  peak anon MiB  in MB  out MB  out/in"
     )
     print(header)
-    print(f"converter: {Path(importlib.util.find_spec('data_prep.sat').origin).parent.parent}")
+    where = [sys.executable, "-c", "import data_prep.sat as sat; print(sat.__file__)"]  # resolved as `-m` will be
+    print(f"converter: {subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in args.images:
             for rows in args.rows:
