@@ -33,15 +33,17 @@ image tokens too) skips rows whose prompt would be longer: image tokens at the b
 over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc P`` checks, resizes and encodes
 images in P threads (default: the cores this process may use). A progress bar shows on a terminal.
 
-Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384 JPEG, every image fitted): nearly
-all the time goes to Pillow, per image ~3.7 ms resizing, ~3.3 ms encoding, ~0.6 ms decoding (cProfile). Threads,
-not processes: Pillow releases the GIL while it decodes and resizes (its encoding to memory holds it), and measured
-on this 2-core machine threads were as fast as two spawned worker processes (34.0 / 40.5 s against 37.5 / 44.9 s
-for 1,500 rows, interleaved runs, load ~6), which each import `datasets` again (~2 s of CPU, ~150 MB). The
-former ~1 GB peak was torch, imported through qwen_vl_utils for ``smart_resize``; its arithmetic is now done in
-`data_prep.images`. At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the process holds does not
-grow with the rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it
-(file-backed, which the kernel drops when it needs the memory).
+Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384 JPEG, every image fitted to
+504x392): nearly all the time goes to Pillow, per image ~3.7 ms resizing, ~3.3 ms encoding, ~0.6 ms decoding
+(cProfile), ~49 s of CPU in all, so ~25 s on two idle cores is the floor for these exact pixels (the former code:
+~71 s of CPU, one core). Threads, not processes: Pillow releases the GIL while it decodes, resizes and encodes (a
+Python loop in another thread keeps ~90% of its speed meanwhile), so threads use the cores without the start-up and
+memory of spawned worker processes, which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads
+were as fast (34.0 / 40.5 s against 37.5 / 44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB
+peak was torch, imported through qwen_vl_utils for ``smart_resize``, whose arithmetic `data_prep.images` now does.
+At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the process holds does not grow with the
+rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it (file-backed
+pages, which the kernel drops when it needs the memory).
 
 ``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the image bounds and
 how many images were resized, a content fingerprint (SHA-256 over the written records, images included, in
@@ -373,10 +375,10 @@ def _converted_batches(
     """Convert batches in order (see `_finish`).
 
     The cheap checks and the records are made here; image decoding, resizing and encoding, the costly part, run
-    here too or in ``num_proc`` worker threads (Pillow releases the GIL while it decodes and resizes, so threads
-    use the cores without the start-up and memory of worker processes; see the module docstring), which get only
-    image bytes and give back a reason, the resized bytes (if any) and a token count per row. At most 2·num_proc
-    batches are in flight, so reading never runs far ahead of the image work and memory stays flat.
+    here too or in ``num_proc`` worker threads (Pillow releases the GIL while it decodes, resizes and encodes, so
+    threads use the cores without the start-up and memory of worker processes; see the module docstring), which
+    get only image bytes and give back a reason, the resized bytes (if any) and a token count per row. At most
+    2·num_proc batches are in flight, so reading never runs far ahead of the image work and memory stays flat.
     """
     pool = ThreadPoolExecutor(num_proc, thread_name_prefix="sat-images") if num_proc > 1 else None
     with pool or _InProcess() as executor:
