@@ -1,96 +1,156 @@
-"""Benchmark `data_prep.sat`: conversion speed and peak memory at two dataset sizes (a script, not a test).
+"""Benchmark `data_prep.sat`: speed, peak memory and output size, on images that need fitting and images that do not
+(a script, not a test).
 
 Usage::
 
-    python benchmarks/bench_sat_prep.py [--rows 2000 20000] [--num-proc 1] [--image-size 112] [--workdir DIR]
+    python benchmarks/bench_sat_prep.py [--rows 5000] [--images 112x112 512x384] [--num-proc P] [--workdir DIR]
 
-For each size it writes a synthetic SAT parquet (`data_prep.synthetic`, 112 px JPEGs, ~15% two-image rows), then
-converts it with ``python -m data_prep.sat`` in a fresh process and prints rows/s (rows read / the conversion's own
-seconds, imports excluded) and two memory figures of that process:
+For each image size it writes a synthetic SAT parquet (`data_prep.synthetic` scenes, ~15% two-image rows; a
+non-square size is the square scene cropped to it, re-encoded as JPEG), then converts it with
+``python -m data_prep.sat`` in a fresh process, with the converter's own defaults unless ``--num-proc`` is given (so
+the same command measures the tree before and after a change). 112x112 is a fixed point of the paper's bounds (the
+source bytes are kept); 512x384, like most photographs and renders, is not (its sides are not multiples of 28), so
+every image is fitted to 504x392. It prints, per size, side by side:
 
-- ``peak RSS``: ``wait4``'s ``ru_maxrss``. It includes file-backed pages: `Dataset.save_to_disk` reads the arrow cache
-  that ``Dataset.from_generator`` wrote through a memory map, so this grows with the data by up to the cache's size
-  (page cache the kernel can drop at any time, not memory the process holds).
-- ``peak anon``: the largest ``RssAnon`` of ``/proc/<pid>/status`` seen while it runs (sampled every 10 ms; Linux):
-  the heap the process really holds. Streaming conversion keeps it about the same for both sizes.
+- ``wall s`` / ``rows/s``: the whole process, imports included (what a user waits for), and rows read per second;
+- ``conv s``: the conversion's own seconds (``prep_report.json``);
+- ``cpu s``: the CPU time the process (and its children) used: on a shared machine a steadier figure than wall
+  time, which other processes' load stretches;
+- ``peak RSS`` / ``peak anon`` (MiB): the largest sum over the converter and its worker processes of their resident
+  memory, and of its anonymous part (``RssAnon``: the heap they really hold, without file-backed pages such as the
+  arrow cache that `datasets` maps), sampled every 20 ms;
+- ``in MB`` / ``out MB`` / ``out/in``: the parquet's size against the saved dataset's.
 
-With ``--num-proc P`` > 1 the figures are the parent's only (workers hold one batch each). ``--image-size 500``
-exercises the resize path (500 is not a multiple of 28: every image is resized to 504 x 504 and stored as PNG).
-Takes ~30 s on 2 idle cores.
+The load average is printed first: other processes on the machine slow everything down, so compare runs made at a
+similar load. 5,000 rows of each size take about 1 min on 2 idle cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
-import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from data_prep.synthetic import write_synthetic
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from data_prep.scenes import encode_jpeg
+from data_prep.synthetic import SAT_FEATURES, write_synthetic
 
 
-def anon_rss_mib(pid: int) -> float:
-    """The process's anonymous resident memory in MiB (0 when it cannot be read)."""
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x384"`` → ``(512, 384)``."""
+    width, sep, height = text.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"an image size is WIDTHxHEIGHT, e.g. 512x384; got {text!r}")
+    return int(width), int(height)
+
+
+def write_source(rows: int, size: tuple[int, int], path: Path) -> Path:
+    """A synthetic SAT parquet whose images are ``size`` (width, height) JPEGs."""
+    width, height = size
+    write_synthetic("sat", rows=rows, seed=0, output=path, image_size=max(width, height))
+    if width == height:
+        return path
+    table = pq.read_table(path)
+    cropped = [
+        [encode_jpeg(Image.open(io.BytesIO(data)).crop((0, 0, width, height))) for data in images]
+        for images in table.column("image_bytes").to_pylist()
+    ]
+    index = table.schema.get_field_index("image_bytes")
+    table = table.set_column(index, "image_bytes", pa.array(cropped, type=SAT_FEATURES.arrow_schema.field(0).type))
+    pq.write_table(table, path)
+    return path
+
+
+def tree_memory_mib(process: psutil.Process) -> tuple[float, float]:
+    """The summed RSS and anonymous RSS (MiB) of ``process`` and its descendants (0 for those already gone)."""
+    rss = anon = 0
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    match = re.search(r"^RssAnon:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else 0.0
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    for member in members:
+        try:
+            status = Path(f"/proc/{member.pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss += int(fields.get("VmRSS", "0 kB").split()[0])
+        anon += int(fields.get("RssAnon", "0 kB").split()[0])
+    return rss / 1024, anon / 1024
 
 
-def convert_in_subprocess(parquet: Path, output: Path, num_proc: int) -> tuple[dict, float, float, float]:
-    """Run the converter CLI in a fresh process; return its report, wall seconds, peak RSS and peak anon in MiB."""
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def convert_in_subprocess(parquet: Path, output: Path, num_proc: int | None) -> dict:
+    """Run the converter CLI in a fresh process; return its report and the measured figures."""
     command = [sys.executable, "-m", "data_prep.sat", "--input", str(parquet), "--output", str(output)]
-    command += ["--num-proc", str(num_proc)]
+    if num_proc is not None:
+        command += ["--num-proc", str(num_proc)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    peak_anon = 0.0
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        peak_anon = max(peak_anon, anon_rss_mib(process.pid))
-        time.sleep(0.01)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+    watched = psutil.Process(process.pid)
+    peak_rss = peak_anon = 0.0
+    while process.poll() is None:
+        rss, anon = tree_memory_mib(watched)
+        peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if process.returncode != 0:
         raise SystemExit(f"conversion of {parquet} failed with exit code {process.returncode}")
     report = json.loads((output / "prep_report.json").read_text())
-    return report, seconds, usage.ru_maxrss / 1024, peak_anon  # ru_maxrss is in KiB on Linux
+    return {"report": report, "wall": wall, "cpu": cpu, "peak_rss": peak_rss, "peak_anon": peak_anon}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[2000, 20000], help="dataset sizes to convert")
-    parser.add_argument("--num-proc", type=int, default=1, help="--num-proc of the converter")
-    parser.add_argument("--image-size", type=int, default=112, help="side of the synthetic images in pixels")
+    parser.add_argument("--rows", type=int, nargs="+", default=[5000], help="dataset sizes to convert")
+    parser.add_argument(
+        "--images", type=parse_size, nargs="+", default=[(112, 112), (512, 384)], help="image sizes, WIDTHxHEIGHT"
+    )
+    parser.add_argument("--num-proc", type=int, default=None, help="--num-proc of the converter (default: its own)")
     parser.add_argument("--workdir", default=None, help="where to write the data (default: a temporary folder)")
     args = parser.parse_args()
 
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cores")
+    header = (
+        "images     rows  resized  wall s  conv s   cpu s  rows/s  peak RSS MiB  peak anon MiB  in MB  out MB  out/in"
+    )
+    print(header)
+    where = [sys.executable, "-c", "import data_prep.sat as sat; print(sat.__file__)"]  # resolved as `-m` will be
+    print(f"converter: {subprocess.run(where, capture_output=True, text=True, check=True).stdout.strip()}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        print("   rows  parquet MB  generate s  convert s   rows/s  process s  peak RSS MiB  peak anon MiB  resized")
-        for rows in args.rows:
-            parquet = Path(tmp) / f"sat_{rows}.parquet"
-            start = time.perf_counter()
-            write_synthetic("sat", rows=rows, seed=0, output=parquet, image_size=args.image_size)
-            generate = time.perf_counter() - start
-            output = Path(tmp) / f"records_{rows}"
-            report, wall, peak, anon = convert_in_subprocess(parquet, output, args.num_proc)
-            rate = report["rows_read"] / report["seconds"]
-            size = parquet.stat().st_size / 1e6
-            seconds = report["seconds"]
-            resized = report["images"]["resized"]
-            print(
-                f"{rows:>7} {size:>11.1f} {generate:>11.1f} {seconds:>10.1f} {rate:>8.0f} {wall:>10.1f} {peak:>13.0f}"
-                f" {anon:>14.0f} {resized:>8}"
-            )
+        for size in args.images:
+            for rows in args.rows:
+                label = f"{size[0]}x{size[1]}"
+                parquet = write_source(rows, size, Path(tmp) / f"sat_{label}_{rows}.parquet")
+                output = Path(tmp) / f"records_{label}_{rows}"
+                figures = convert_in_subprocess(parquet, output, args.num_proc)
+                report = figures["report"]
+                source, written = parquet.stat().st_size / 1e6, folder_bytes(output) / 1e6
+                print(
+                    f"{label:<9} {rows:>6} {report['images']['resized']:>8} {figures['wall']:>7.1f}"
+                    f" {report['seconds']:>7.1f} {figures['cpu']:>7.1f} {report['rows_read'] / figures['wall']:>7.0f}"
+                    f" {figures['peak_rss']:>13.0f} {figures['peak_anon']:>14.0f} {source:>6.1f} {written:>7.1f}"
+                    f" {written / source:>7.2f}"
+                )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,30 @@ so an image with transparency is stored as the pixels the processor would have c
 evaluation (`recipes.evaluation.data.open_image`) converts the same way. Not followed, on purpose: the paper's
 transformers 4.49 and ``qwen_vl_utils.to_rgb`` composite RGBA on white (a test pins the pinned processor's rule).
 
+Why the fitted pixels are stored, not the source's bytes: for an image within the bounds whose sides are not
+multiples of 28 (most photographs and renders, e.g. 512x384 → 504x392) every processor computes the same size, but
+not the same pixels. The PIL processor (``Qwen2VLImageProcessorPil``) resizes exactly as `fit_image` does (identical
+pixel values); transformers 5's default torchvision processor resamples differently (up to 1 intensity level of 255
+on a 512x384 scene, up to ~6 on photographs; ``benchmarks/compare_resize_backends.py``). From a stored, fitted image
+both compute the paper's values (`tests/test_sat_prep.py`).
+
+How: PNG with zlib's run-length strategy (`PNG_STRATEGY`), chosen by measurement (CPU ms per 504x392 image, bytes
+as a multiple of the 512x384 source JPEG; Pillow 13, loaded 2-core machine):
+
+================  ======================  ====================================
+encoding          synthetic scenes        photographs (3, JPEG quality 90)
+================  ======================  ====================================
+PNG, default      5.7 ms, x1.20           48-68 ms, x4.5-5.3
+PNG, level 1      3.5 ms, x1.55           17-21 ms, x4.7-5.7
+PNG, Z_RLE        3.4 ms, x1.16           15-16 ms, x4.5-5.6
+WebP lossless m0  6.4 ms, x3.66           7-13 ms, x3.9-4.5
+WebP lossless m1  13.8 ms, x0.96          30-35 ms, x3.3-3.9
+================  ======================  ====================================
+
+Z_RLE is never larger than the default on the scenes and at most ~8% larger on photographs, for 1.7-4x less time;
+WebP m0 is faster and ~20% smaller on photographs but 3x larger on flat scenes, and drops the L/LA modes. Decoding
+a PNG is exact (a test compares the stored pixels with `fit_image`'s).
+
 The paper's bounds are defined here once (`MIN_PIXELS`, `MAX_PIXELS`, `IMAGE_FACTOR`); a test checks them against
 ``recipes/configs/paper/grpo_base.yaml``.
 """
@@ -24,6 +48,8 @@ The paper's bounds are defined here once (`MIN_PIXELS`, `MAX_PIXELS`, `IMAGE_FAC
 from __future__ import annotations
 
 import io
+import math
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,6 +65,10 @@ RESAMPLE = Image.Resampling.BICUBIC
 # Modes a resized image keeps (the processor's conversion to RGB commutes with resizing them); any other (alpha,
 # palette, CMYK, 16-bit, ...) is converted to RGB first, as the processor does before it resizes.
 KEPT_MODES = ("RGB", "L")
+# How fitted images are stored: PNG (lossless, keeps every kept mode) with zlib's run-length strategy, the fastest
+# choice that is not larger than zlib's default on both kinds of content measured (see the module docstring).
+PNG_STRATEGY = zlib.Z_RLE
+PNG_LEVEL = 6
 
 
 def check_bounds(min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> None:
@@ -81,10 +111,20 @@ def fitted_size(
         raise ValueError(f"an image of {width}x{height} pixels has no area")
     if is_fixed_point(width, height, min_pixels, max_pixels, factor):
         return width, height
-    # qwen_vl_utils imports torch and torchvision (~5 s, ~700 MB): only when an image really needs resizing.
-    from qwen_vl_utils import smart_resize
-
-    new_height, new_width = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    # The arithmetic of qwen_vl_utils.smart_resize (a test compares the two on thousands of sizes), written here
+    # because importing qwen_vl_utils imports torch: ~700 MB and seconds of start-up in every converting process.
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(f"an image of {width}x{height} pixels has an aspect ratio beyond {MAX_ASPECT_RATIO}:1")
+    new_height = max(factor, round(height / factor) * factor)
+    new_width = max(factor, round(width / factor) * factor)
+    if new_height * new_width > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        new_height = math.floor(height / beta / factor) * factor
+        new_width = math.floor(width / beta / factor) * factor
+    elif new_height * new_width < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        new_height = math.ceil(height * beta / factor) * factor
+        new_width = math.ceil(width * beta / factor) * factor
     return new_width, new_height
 
 
@@ -175,9 +215,9 @@ def fit_encoded(data: bytes, min_pixels: int, max_pixels: int, factor: int = IMA
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """``image`` encoded losslessly as PNG."""
+    """``image`` encoded losslessly as PNG, with zlib's run-length strategy (`PNG_STRATEGY`, see the docstring)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_LEVEL, compress_type=PNG_STRATEGY)
     return buffer.getvalue()
 
 

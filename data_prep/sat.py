@@ -21,21 +21,34 @@ or ``--num-proc``. Ids are ``"<source>:<split>:<row index>"`` with the row index
 
 Images are stored at the resolution the model sees (`data_prep.images`): an image whose Qwen2-VL ``smart_resize``
 size at ``--min-pixels``/``--max-pixels``/``--image-factor`` (default: the paper's 3136 / 401408 / 28) differs from
-its own size is resized to it and re-encoded losslessly as PNG; every other image keeps the source's bytes. So the
-trainer, vLLM and an evaluation at the processor's default bounds all see the same ``image_grid_thw``.
-``--keep-original-images`` keeps every source image as it is.
+its own size is resized to it (PIL bicubic, as the paper's transformers 4.49 did) and re-encoded losslessly as PNG
+(`data_prep.images` says why PNG, and why the source's bytes would not do); every other image keeps the source's
+bytes. So the trainer, vLLM and an evaluation at the processor's default bounds all see the same ``image_grid_thw``,
+and the torchvision and the PIL processors the same pixels. ``--keep-original-images`` keeps every source image.
 
 Options: ``--limit N`` limits the rows *read* (``--limit 15000 --multi-image skip`` is the paper's "single-image rows
 among the first 15,000 train rows"). ``--max-prompt-tokens`` (default 1024, the paper's prompt limit, which counted
 image tokens too) skips rows whose prompt would be longer: image tokens at the bounds + the user text's tokens +
 `TEMPLATE_TOKENS` for the recipes' prompt template; the text is counted with ``--tokenizer`` when given, else
-over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc P`` checks and resizes images in P
-worker processes (they start in ~1-2 s and exit with their parent; worth it only for large images on idle cores). A
-progress bar shows on a terminal.
+over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc P`` checks, resizes and encodes
+images in P threads (default: the cores this process may use). A progress bar shows on a terminal.
+
+Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384 JPEG, every image fitted to
+504x392): nearly all the time goes to Pillow, per image ~3.7 ms resizing, ~3.3 ms encoding, ~0.6 ms decoding
+(cProfile), ~49 s of CPU in all, so ~25 s on two idle cores is the floor for these exact pixels (the former code:
+~71 s of CPU, one core). Threads, not processes: Pillow releases the GIL while it decodes, resizes and encodes (a
+Python loop in another thread keeps ~90% of its speed meanwhile), so threads use the cores without the start-up and
+memory of spawned worker processes, which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads
+were as fast (34.0 / 40.5 s against 37.5 / 44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB
+peak was torch, imported through qwen_vl_utils for ``smart_resize``, whose arithmetic `data_prep.images` now does.
+At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the process holds does not grow with the
+rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it (file-backed
+pages, which the kernel drops when it needs the memory).
 
 ``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the image bounds and
-how many images were resized, and a content fingerprint (SHA-256 over the written records, images included, in
-order): same input and options, same fingerprint.
+how many images were resized, a content fingerprint (SHA-256 over the written records, images included, in
+order: same input and options, same fingerprint), and ``bytes``: the written rows' images as read and as stored, their
+ratio, the input files and the output folder (also logged).
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
 ``options_missing``, ``options_invalid`` (an empty or null option), ``options_duplicate`` (two options equal once
@@ -59,18 +72,14 @@ import io
 import json
 import logging
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import random
 import sys
-import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,31 +305,20 @@ class _Tally:
     rows_read: int = 0
     rows_written: int = 0
     images_resized: int = 0
+    source_image_bytes: int = 0  # the encoded images of the rows written, as read
+    stored_image_bytes: int = 0  # ... and as stored
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     finished: bool = False
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Conversion: batches → records, image work in this process or in worker processes
+# Conversion: batches → records, image work in this thread or in worker threads
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _exit_with_parent() -> None:
-    """Worker initializer: exit as soon as the parent process is gone (killed, say) instead of lingering."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])  # ready when the parent's end of the pipe closes
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 class _InProcess:
-    """The part of `ProcessPoolExecutor` used below, running each call at once in this process."""
+    """The part of `ThreadPoolExecutor` used below, running each call at once in the calling thread."""
 
     def __enter__(self) -> _InProcess:
         return self
@@ -335,7 +333,7 @@ class _InProcess:
 
 
 def _inspect_batch(image_lists: list[list[bytes]], bounds: ImageBounds) -> list[tuple[str | None, list, int]]:
-    """`inspect_row_images` for each row of a batch (the costly part: runs in a worker process if asked)."""
+    """`inspect_row_images` for each row of a batch (the costly part: runs in a worker thread if asked)."""
     return [inspect_row_images(images, bounds) for images in image_lists]
 
 
@@ -352,9 +350,10 @@ class _Settings:
 
 def _finish(
     first: int, rows: list[dict], checks: list[tuple[str | None, list[bytes]]], inspected: Future, settings: _Settings
-) -> list[tuple[dict | None, str | None, int]]:
-    """``(record, None, images resized)`` or ``(None, reason, 0)`` for each row of a batch, in order."""
-    results: list[tuple[dict | None, str | None, int]] = []
+) -> list[tuple[dict | None, str | None, int, int]]:
+    """``(record, None, images resized, source image bytes)`` or ``(None, reason, 0, 0)`` for each row of a batch,
+    in order."""
+    results: list[tuple[dict | None, str | None, int, int]] = []
     image_results = iter(inspected.result())
     kept: list[tuple[int, dict, int]] = []  # (position in results, record, image tokens)
     params = {"source_name": settings.source_name, "split": settings.split, "seed": settings.seed}
@@ -362,33 +361,31 @@ def _finish(
         if reason is None:
             reason, replacements, tokens = next(image_results)
         if reason is not None:
-            results.append((None, reason, 0))
+            results.append((None, reason, 0, 0))
             continue
         stored = [new if new is not None else old for old, new in zip(images, replacements, strict=True)]
         record = build_record(row, stored, first + offset, **params)
         kept.append((len(results), record, tokens))
-        results.append((record, None, sum(new is not None for new in replacements)))
+        results.append((record, None, sum(new is not None for new in replacements), sum(map(len, images))))
     text_tokens = settings.count_text_tokens([prompt_text(record["messages"]) for _, record, _ in kept])
     for (position, _, tokens), text in zip(kept, text_tokens, strict=True):
         if tokens + text + TEMPLATE_TOKENS > settings.max_prompt_tokens:
-            results[position] = (None, "prompt_too_long", 0)
+            results[position] = (None, "prompt_too_long", 0, 0)
     return results
 
 
 def _converted_batches(
     batches: Iterator[list[dict]], settings: _Settings, num_proc: int
-) -> Iterator[list[tuple[dict | None, str | None, int]]]:
+) -> Iterator[list[tuple[dict | None, str | None, int, int]]]:
     """Convert batches in order (see `_finish`).
 
-    The cheap checks and the records are made here; image decoding and resizing, the costly part, run here too or
-    in ``num_proc`` worker processes that get only image bytes and send back a reason, the resized bytes (if any)
-    and a token count per row. At most 2·num_proc batches are in flight, so reading never runs far ahead of the
-    image work and memory stays flat.
+    The cheap checks and the records are made here; image decoding, resizing and encoding, the costly part, run
+    here too or in ``num_proc`` worker threads (Pillow releases the GIL while it decodes, resizes and encodes, so
+    threads use the cores without the start-up and memory of worker processes; see the module docstring), which
+    get only image bytes and give back a reason, the resized bytes (if any) and a token count per row. At most
+    2·num_proc batches are in flight, so reading never runs far ahead of the image work and memory stays flat.
     """
-    pool = None
-    if num_proc > 1:
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_exit_with_parent)
+    pool = ThreadPoolExecutor(num_proc, thread_name_prefix="sat-images") if num_proc > 1 else None
     with pool or _InProcess() as executor:
         pending: deque = deque()
         first = 0
@@ -415,7 +412,7 @@ def _generate_records(
     batches = read_checked(limited(opened.batches(BATCH_ROWS), limit), source)
     with tqdm(total=total, unit=" rows", desc="converting SAT", disable=None) as bar:
         for results in _converted_batches(batches, settings, num_proc):
-            for record, reason, resized in results:
+            for record, reason, resized, source_bytes in results:
                 tally.rows_read += 1
                 if record is None:
                     tally.skipped[reason] += 1
@@ -423,6 +420,8 @@ def _generate_records(
                 update_fingerprint(tally.digest, record)
                 tally.rows_written += 1
                 tally.images_resized += resized
+                tally.source_image_bytes += source_bytes
+                tally.stored_image_bytes += sum(len(image["bytes"]) for image in record["images"])
                 yield record
             bar.update(len(results))
             bar.set_postfix(written=tally.rows_written, refresh=False)
@@ -461,6 +460,35 @@ def _save(records: Callable[[], Iterator[dict]], work: Path, tally: _Tally) -> P
     return work / "dataset"
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or `taskset` may restrict)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _sizes(tally: _Tally, opened: Source, saved: Path) -> dict:
+    """What the conversion stored against what it read, in bytes (the report's ``bytes``)."""
+    output = sum(path.stat().st_size for path in saved.rglob("*") if path.is_file())
+    return {
+        "source_images": tally.source_image_bytes,
+        "stored_images": tally.stored_image_bytes,
+        "stored_vs_source_images": round(tally.stored_image_bytes / max(tally.source_image_bytes, 1), 3),
+        "source_files": sum(path.stat().st_size for path in opened.files) if opened.files else None,
+        "output": output,
+    }
+
+
+def _log_sizes(sizes: dict) -> None:
+    source_files = sizes["source_files"]
+    logger.info(
+        "stored images: %.1f MB for %.1f MB of source images (x%.2f); output %.1f MB%s",
+        sizes["stored_images"] / 1e6,
+        sizes["source_images"] / 1e6,
+        sizes["stored_vs_source_images"],
+        sizes["output"] / 1e6,
+        "" if source_files is None else f" for {source_files / 1e6:.1f} MB of input files",
+    )
+
+
 def convert(
     source: str,
     output: str | Path,
@@ -469,7 +497,7 @@ def convert(
     limit: int | None = None,
     seed: int = 0,
     multi_image: str = "keep",
-    num_proc: int = 1,
+    num_proc: int | None = None,
     max_prompt_tokens: int = PAPER_MAX_PROMPT_TOKENS,
     tokenizer: str | None = None,
     min_pixels: int = MIN_PIXELS,
@@ -479,9 +507,11 @@ def convert(
 ) -> dict:
     """Convert the SAT rows of ``source`` into records saved at ``output``; return the report (also saved there).
 
-    Raises `PrepError` (and leaves everything that existed untouched) for bad arguments, a missing or unreadable
-    source, an ``output`` that already holds something or cannot be created, or no record to write.
+    ``num_proc`` threads do the image work (default: `available_cores`). Raises `PrepError` (and leaves everything
+    that existed untouched) for bad arguments, a missing or unreadable source, an ``output`` that already holds
+    something or cannot be created, or no record to write.
     """
+    num_proc = available_cores() if num_proc is None else num_proc
     if multi_image not in MULTI_IMAGE_MODES:
         raise PrepError(f"multi_image must be one of {', '.join(MULTI_IMAGE_MODES)}; got {multi_image!r}")
     if limit is not None and limit < 1:
@@ -509,15 +539,12 @@ def convert(
 
     tally = _Tally()
     start = time.perf_counter()
-    with work_folder(output) as work:
+    # Strict loading is switched on once, here, for the whole conversion: the image threads' own switches then only
+    # ever restore "strict", so none of them can find truncated images allowed by another thread's restore.
+    with work_folder(output) as work, strict_loading():
         records = _generate_records(opened, source, limit, settings, num_proc, tally)
         try:
             saved = _save(lambda: records, work, tally)
-        except BrokenProcessPool as err:
-            raise PrepError(
-                "an image worker process died (killed, or out of memory?). Nothing was written; run again, with a "
-                "smaller --num-proc."
-            ) from err
         finally:
             records.close()
         if tally.rows_written == 0:
@@ -550,8 +577,10 @@ def convert(
             "rows_skipped": tally.rows_read - tally.rows_written,
             "skipped_by_reason": tally.skipped,
             "fingerprint": tally.digest.hexdigest(),
+            "bytes": _sizes(tally, opened, saved),
             "seconds": round(time.perf_counter() - start, 3),
         }
+        _log_sizes(report["bytes"])
         write_atomic(saved / REPORT_NAME, json.dumps(report, indent=2) + "\n")
         publish(saved, output)
     logger.debug("wrote %d of %d rows to %s", tally.rows_written, tally.rows_read, output)
@@ -574,8 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--num-proc",
         type=int,
-        default=1,
-        help="processes for the image checks and resizing (default: 1); helps with large images on idle cores only",
+        default=None,
+        help=f"threads for the image checks, resizing and encoding (default: the available cores, here "
+        f"{available_cores()})",
     )
     parser.add_argument(
         "--max-prompt-tokens",
@@ -627,8 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     reasons = ", ".join(f"{k}={v}" for k, v in report["skipped_by_reason"].items() if v) or "none"
     print(
         f"wrote {report['rows_written']} records to {args.output} (read {report['rows_read']}, skipped "
-        f"{report['rows_skipped']}: {reasons}; {report['images']['resized']} images resized) in "
-        f"{report['seconds']:.1f} s; fingerprint {report['fingerprint'][:16]}"
+        f"{report['rows_skipped']}: {reasons}; {report['images']['resized']} images resized; stored images "
+        f"x{report['bytes']['stored_vs_source_images']:.2f} the source's bytes) in {report['seconds']:.1f} s; "
+        f"fingerprint {report['fingerprint'][:16]}"
     )
     return 0
 

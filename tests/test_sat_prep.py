@@ -587,7 +587,7 @@ def test_the_module_runs_as_a_command_and_exits_2_on_a_missing_input(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# A killed run: its workers die with it, and the next run removes what it left
+# A killed run: nothing outlives it, and the next run removes what it left
 # --------------------------------------------------------------------------------------------------------------
 
 # The converter, slowed down between batches so that the test can kill it halfway (the kill itself is real).
@@ -617,7 +617,7 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_no_worker_and_the_next_run_removes_its_hidden_folder(tmp_path):
+def test_a_killed_run_leaves_no_process_and_the_next_run_removes_its_hidden_folder(tmp_path):
     source = write_synthetic("sat", rows=256, seed=0, output=tmp_path / "src" / "sat.parquet")
     out = tmp_path / "out"
     command = [sys.executable, "-c", SLOW_CONVERTER, "--input", str(source), "--output", str(out), "--num-proc", "2"]
@@ -625,13 +625,13 @@ def test_a_killed_run_leaves_no_worker_and_the_next_run_removes_its_hidden_folde
     descendants: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120
-        while True:  # wait until both image workers run and the hidden work folder exists
+        while True:  # wait until the image threads run and the hidden work folder exists
             assert converter.poll() is None, "the conversion ended before it could be killed"
-            assert time.monotonic() < deadline, "the image workers never started"
+            assert time.monotonic() < deadline, "the conversion never started"
             descendants = psutil.Process(converter.pid).children(recursive=True)
-            workers = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]
+            threads = psutil.Process(converter.pid).num_threads()
             hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
-            if len(workers) == 2 and hidden:
+            if threads >= 3 and hidden:  # the main thread and the two image threads (at least)
                 break
             time.sleep(0.2)
         converter.send_signal(signal.SIGKILL)
@@ -639,7 +639,7 @@ def test_a_killed_run_leaves_no_worker_and_the_next_run_removes_its_hidden_folde
         deadline = time.monotonic() + 20
         while alive(descendants) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert alive(descendants) == []  # workers (and multiprocessing's helper) exited with their parent
+        assert alive(descendants) == []  # the image work runs in threads: no process outlives the converter
     finally:
         converter.kill()
         for process in alive(descendants):  # never leave strays behind, even when the test fails
@@ -801,3 +801,108 @@ def test_other_bounds_are_honoured_and_recorded(mixed_size_parquet, tmp_path):
         50176,
         28,
     )
+
+
+@pytest.mark.parametrize(("min_pixels", "max_pixels"), [(MIN_PIXELS, MAX_PIXELS), (6272, 50176), (784, 784)])
+def test_fitted_size_is_smart_resize_on_a_grid_of_sizes(min_pixels, max_pixels):
+    """`fitted_size` does smart_resize's arithmetic itself (importing qwen_vl_utils imports torch): the same answer,
+    refusal included, on sizes around the factor, the bounds and the 200:1 limit."""
+    from qwen_vl_utils import smart_resize
+
+    heights = (1, 13, 14, 15, 27, 28, 29, 42, 56, 383, 384, 500, 633, 1000, 2999)
+    for width in [*range(1, 200), *range(200, 3000, 7)]:
+        for height in heights:
+            try:
+                expected = smart_resize(height, width, IMAGE_FACTOR, min_pixels, max_pixels)[::-1]
+            except ValueError:
+                with pytest.raises(ValueError, match="aspect ratio"):
+                    fitted_size(width, height, min_pixels, max_pixels)
+                continue
+            assert fitted_size(width, height, min_pixels, max_pixels) == expected, (width, height)
+
+
+@pytest.fixture
+def fitting_parquet(mixed_size_parquet, sat_parquet, tmp_path):
+    """The mixed sizes plus 512 x 384 JPEG scenes (sides not multiples of 28, like most photographs and renders)."""
+    path, images = mixed_size_parquet
+    rows = source_rows(path)
+    scenes = [row["image_bytes"] for row in source_rows(sat_parquet) if len(row["image_bytes"]) == 1][:3]
+    for scene in scenes:
+        buffer = io.BytesIO()
+        PILImage.open(io.BytesIO(scene[0])).resize((512, 384), PILImage.Resampling.BICUBIC).save(buffer, "JPEG")
+        rows.append({**rows[0], "image_bytes": [buffer.getvalue()]})
+        images.append([buffer.getvalue()])
+    out = tmp_path / "fitting.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAT_FEATURES.arrow_schema), out)
+    return out, images
+
+
+def test_both_processors_get_the_papers_pixels_from_stored_images_but_not_from_originals(fitting_parquet, tmp_path):
+    """What reaches the model: from a stored image, the PIL processor at the training bounds computes exactly the
+    pixel values it (transformers 4.49's way: smart_resize + PIL bicubic) computes from the original, and the
+    torchvision (default) processor the same up to float rounding of the normalisation (~1e-5 of an intensity
+    level). From the original, the torchvision processor resamples differently: that is why fitted images are
+    stored rather than the source's bytes."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    path, source_images = fitting_parquet
+    convert(str(path), tmp_path / "out")
+    fast = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    pil = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    level = 1 / (255 * max(fast.image_std))  # one 0-255 intensity level, in normalised units (an upper bound)
+
+    def pixels(processor, image):
+        return processor(images=[image], return_tensors="pt")["pixel_values"]
+
+    originals_differ = 0
+    records = written_records(tmp_path / "out")
+    assert len(records) == len(source_images)
+    for record, originals in zip(records, source_images, strict=True):
+        for image, original in zip(record["images"], originals, strict=True):
+            stored = PILImage.open(io.BytesIO(image["bytes"]))
+            source = PILImage.open(io.BytesIO(original))
+            papers = pixels(pil, source)
+            assert pixels(pil, stored).equal(papers)
+            assert (pixels(fast, stored) - papers).abs().max() < 1e-3 * level
+            from_original = pixels(fast, source)
+            originals_differ += from_original.shape != papers.shape or (from_original - papers).abs().max() > level / 2
+    assert originals_differ >= 3  # at least the three 512 x 384 scenes
+
+
+def test_the_report_states_the_stored_bytes_against_the_sources(fitting_parquet, tmp_path, capsys):
+    path, source_images = fitting_parquet
+    assert main(["--input", str(path), "--output", str(tmp_path / "out")]) == 0
+    report = report_of(tmp_path / "out")
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != "prep_report.json"]
+    stored = [image["bytes"] for record in written_records(tmp_path / "out") for image in record["images"]]
+    sizes = report["bytes"]
+    assert sizes["source_images"] == sum(len(data) for images in source_images for data in images)
+    assert sizes["stored_images"] == sum(map(len, stored))
+    assert sizes["stored_vs_source_images"] == round(sizes["stored_images"] / sizes["source_images"], 3)
+    assert sizes["source_files"] == path.stat().st_size
+    assert sizes["output"] == sum(p.stat().st_size for p in files)
+    assert f"stored images x{sizes['stored_vs_source_images']:.2f} the source's bytes" in capsys.readouterr().out
+
+    kept = convert(str(path), tmp_path / "kept", keep_original_images=True)["bytes"]
+    assert kept["stored_images"] == kept["source_images"] and kept["stored_vs_source_images"] == 1.0
+
+
+def test_image_work_uses_the_available_cores_by_default(sat_parquet, tmp_path):
+    report = convert(str(sat_parquet), tmp_path / "default")
+    assert report["num_proc"] == len(os.sched_getaffinity(0)) == sat.available_cores()
+    assert report["fingerprint"] == convert(str(sat_parquet), tmp_path / "one", num_proc=1)["fingerprint"]
+
+
+@pytest.mark.slow
+def test_converting_images_that_need_fitting_imports_no_torch(fitting_parquet, tmp_path):
+    """torch (through qwen_vl_utils) cost every conversion ~700 MB and seconds of start-up; fitting needs neither."""
+    path, _ = fitting_parquet
+    code = (
+        "import sys; import data_prep.sat as sat; "
+        f"assert sat.main(['--input', {str(path)!r}, '--output', {str(tmp_path / 'out')!r}]) == 0; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'qwen_vl_utils') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=OFFLINE_ENV, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert report_of(tmp_path / "out")["images"]["resized"] == 8
