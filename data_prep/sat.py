@@ -471,6 +471,7 @@ def convert(
     max_pixels: int = MAX_PIXELS,
     image_factor: int = IMAGE_FACTOR,
     keep_original_images: bool = False,
+    revision: str | None = None,
 ) -> dict:
     """Convert the SAT rows of ``source`` into records saved at ``output``; return the report (also saved there).
 
@@ -491,7 +492,7 @@ def convert(
         raise PrepError(f"{err}. Fix --min-pixels / --max-pixels / --image-factor.") from err
     output = Path(output).expanduser()
     check_output(output)
-    opened = open_source(source, split)
+    opened = open_source(source, split, revision)
     settings = _Settings(
         source_name=opened.name,
         split=split,
@@ -525,6 +526,7 @@ def convert(
             "source": source,
             "source_name": opened.name,
             "source_files": [str(f) for f in opened.files],
+            "revision": opened.revision,  # the hub revision read (data_prep/sources.py); None for local files
             "split": split,
             "limit": limit,
             "seed": seed,
@@ -598,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="store every image as in the source, even those outside the bounds",
     )
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="hub revision (branch, tag or 40-hex commit) of a hub --input; default: the pin in data_prep/sources.py",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -615,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=args.max_pixels,
             image_factor=args.image_factor,
             keep_original_images=args.keep_original_images,
+            revision=args.revision,
         )
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -66,7 +66,9 @@ MODEL_FILES = (
 # What a recipe run writes into its output folder; `--overwrite_output_dir` deletes exactly these (never other files).
 RUN_FILES = (
     "checkpoint-*",
+    "models",  # model-only snapshots along training (recipes/snapshots.py)
     "eval_cvbench",
+    "eval_curve",  # their CV-Bench evaluations (recipes/eval_curve.py)
     "trajectories",
     "completions",
     TRAINER_STATE,
