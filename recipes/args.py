@@ -107,7 +107,7 @@ class RecipeArguments:
         metadata={
             "help": "Save the model alone (no optimizer state), with its processor, to <output_dir>/models/step-<N> "
             "every N steps and at the end of training: what the CV-Bench curve (recipes/eval_curve.py) evaluates. "
-            "A value below 1 is a fraction of the run. Unset: none."
+            "A value below 1 is a fraction of the run; 0 or unset: none."
         },
     )
     model_save_dtype: str = field(

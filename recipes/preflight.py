@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
+
 from recipes.errors import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -161,25 +163,71 @@ def zero_stage(training_args) -> int | None:
     return int(stage) if str(stage).isdigit() else 0
 
 
-def count_parameters(model_args, script_args) -> tuple[int, int]:
-    """(all, trainable) parameters of the model, built on the meta device from its config (no weights read).
+def _local_weights(model_args) -> Path | None:
+    """The folder holding the model's weights on this machine (a local folder or the hub cache), if any."""
+    path = Path(model_args.model_name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
 
-    The freeze options are applied as the recipe applies them; with LoRA the adapters' few parameters are not
-    counted as trainable (their optimizer state is small).
-    """
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    try:
+        folder = snapshot_download(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            local_files_only=True,
+            allow_patterns=["*.safetensors"],
+        )
+    except Exception:  # noqa: BLE001 - not cached (huggingface_hub raises several kinds): counted another way
+        return None
+    return Path(folder)
 
-    from recipes.models import freeze
+
+def _tensor_sizes(model_args, zero: int | None) -> dict[str, int] | None:
+    """Parameter name -> element count, without loading the model: the safetensors headers of local or cached
+    weights, else the hub's safetensors metadata, else (not under ZeRO-3) the model built on the meta device."""
+    folder = _local_weights(model_args)
+    files = sorted(folder.glob("*.safetensors")) if folder else []
+    if files:
+        from safetensors import safe_open
+
+        sizes = {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                sizes.update({k: math.prod(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+        return sizes
+    if not Path(model_args.model_name_or_path).expanduser().exists() and not _truthy("HF_HUB_OFFLINE"):
+        from huggingface_hub import get_safetensors_metadata
+
+        try:
+            meta = get_safetensors_metadata(model_args.model_name_or_path, revision=model_args.model_revision)
+            return {k: t.parameter_count for f in meta.files_metadata.values() for k, t in f.tensors.items()}
+        except Exception as err:  # noqa: BLE001 - no network, no safetensors on the hub: counted another way
+            logger.info("no safetensors metadata for %s on the hub (%s)", model_args.model_name_or_path, err)
+    if zero == 3:  # transformers would start ZeRO-3 partitioning (zero.Init) for a model only counted here
+        return None
+    from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, AutoConfig
 
     config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    with init_empty_weights():
-        model = AutoModelForImageTextToText.from_config(config)
-    if script_args.freeze_vision or script_args.freeze_llm:
-        freeze(model, vision=script_args.freeze_vision, llm=script_args.freeze_llm)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = 0 if model_args.use_peft else sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
+    with torch.device("meta"):
+        model = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)](config)
+    return {name: p.numel() for name, p in model.named_parameters()}
+
+
+def count_parameters(model_args, script_args, zero: int | None = None) -> tuple[int, int] | None:
+    """(all, trainable) parameters of the model, counted without loading it (None when it cannot be).
+
+    The freeze options are applied by name (the vision tower's tensors hold ``visual``); with LoRA the adapters'
+    few parameters are not counted as trainable (their optimizer state is small).
+    """
+    sizes = _tensor_sizes(model_args, zero)
+    if not sizes:
+        return None
+    total = sum(sizes.values())
+    vision = sum(n for name, n in sizes.items() if "visual" in name.split("."))
+    trainable = (
+        total - (vision if script_args.freeze_vision else 0) - (total - vision if script_args.freeze_llm else 0)
+    )
+    return total, 0 if model_args.use_peft else trainable
 
 
 def total_steps(training_args, rows: int) -> int:
@@ -334,8 +382,11 @@ def check_disk(estimate: DiskEstimate, output_dir: str, skip: bool = False) -> N
 def check_save_options(script_args) -> None:
     """The model-snapshot options (``model_save_steps``, ``model_save_dtype``) are usable."""
     every = getattr(script_args, "model_save_steps", None)
-    if every is not None and (every <= 0 or (every > 1 and every != int(every))):
-        raise RecipeError(f"model_save_steps must be a whole number of steps or a fraction in (0, 1); got {every}")
+    if every is not None and (every < 0 or (every > 1 and every != int(every))):
+        raise RecipeError(
+            f"model_save_steps must be a whole number of steps, a fraction in (0, 1) of the run, or 0 (none); got "
+            f"{every}"
+        )
     dtype = getattr(script_args, "model_save_dtype", "auto")
     if dtype not in SNAPSHOT_DTYPES:
         raise RecipeError(f"unknown model_save_dtype {dtype!r}: choose one of {', '.join(SNAPSHOT_DTYPES)}")
@@ -348,6 +399,15 @@ def preflight(script_args, training_args, model_args, rows: int) -> DiskEstimate
     check_hub(training_args)
     if script_args.dry_run:
         return None
-    estimate = estimate_disk(script_args, training_args, model_args, rows, count_parameters(model_args, script_args))
+    counts = count_parameters(model_args, script_args, zero_stage(training_args))
+    if counts is None:
+        logger.warning(
+            "disk: not estimated (the parameters of %s cannot be counted before it loads: not on this machine, and "
+            "no hub metadata); make sure %s has room for the run",
+            model_args.model_name_or_path,
+            training_args.output_dir,
+        )
+        return None
+    estimate = estimate_disk(script_args, training_args, model_args, rows, counts)
     check_disk(estimate, training_args.output_dir, getattr(script_args, "skip_disk_check", False))
     return estimate
