@@ -126,7 +126,7 @@ def check_curve_arguments(args: CurveArguments) -> Path:
     if not args.run_dir:
         raise RecipeError("give the training run's folder: --run_dir OUTPUT_DIR")
     run_dir = Path(args.run_dir).expanduser()
-    if not run_dir.is_dir():
+    if not run_dir.is_dir() and not (args.watch and not run_dir.exists()):  # --watch may start before training
         raise RecipeError(f"--run_dir {run_dir} is not a folder: give the output_dir of a training run")
     if args.poll_seconds <= 0 or args.watch_idle_hours <= 0:
         raise RecipeError("--poll_seconds and --watch_idle_hours must be positive")

@@ -51,6 +51,29 @@ def finished_snapshots(run_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors in ``dtype``; tensors sharing memory (tied embeddings) still share it, so that
+    ``save_pretrained`` writes them once, as the trainer's own save does.
+
+    Example:
+        >>> w = torch.ones(2, 2)
+        >>> out = cast({"embed": w, "lm_head": w, "step": torch.tensor(3)}, torch.bfloat16)
+        >>> out["embed"] is out["lm_head"], out["embed"].dtype, out["step"].dtype
+        (True, torch.bfloat16, torch.int64)
+    """
+    done: dict[tuple, torch.Tensor] = {}
+    result = {}
+    for name, tensor in state_dict.items():
+        if not tensor.is_floating_point():
+            result[name] = tensor
+            continue
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+        if where not in done:
+            done[where] = tensor.to(dtype)
+        result[name] = done[where]
+    return result
+
+
 class ModelSnapshotCallback(TrainerCallback):
     """Every ``model_save_steps`` steps and at the end of training, save ``<output_dir>/models/step-<N>``."""
 
@@ -83,7 +106,7 @@ class ModelSnapshotCallback(TrainerCallback):
             work = folder / f".{name}.tmp"
             provenance.start(folder, KIND, {"step": step, "dtype": self.dtype}, name, owns=[work, target])
             dtype = getattr(torch, self.dtype)
-            state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+            state_dict = cast(state_dict, dtype)
             model = accelerator.unwrap_model(self.trainer.model)
             model.save_pretrained(work, state_dict=state_dict, safe_serialization=True)
             if hasattr(model, "config") and not hasattr(model, "peft_config"):
