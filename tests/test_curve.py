@@ -255,3 +255,36 @@ def test_model_save_steps_must_be_usable(tiny_base_dir, sat_records_dir, tmp_pat
     argv = train_argv(tiny_base_dir, sat_records_dir, tmp_path / "run", "--model_save_steps", "2.5")
     with pytest.raises(RecipeError, match="model_save_steps must be a whole number of steps"):
         grpo_base.main(*grpo_base.make_parser().parse_args_and_config([*argv, "--report_to", "none"]))
+
+
+@pytest.mark.slow
+def test_snapshots_under_zero3_on_two_cpu_ranks_are_the_consolidated_model(tiny_base_dir, sat_records_dir, tmp_path):
+    """`NUM_GPUS=2 bash launch/run_8gpu.sh` (real DeepSpeed ZeRO-3 over gloo, every tensor partitioned): the
+    snapshot is gathered from both ranks through accelerate's public `get_state_dict`, written once, in bf16."""
+    from test_launch import launch_two_ranks  # the launch tests' helper: same launcher, same tiny ZeRO-3 config
+
+    extra = ("--model_save_steps", "1", "--model_save_dtype", "bfloat16", "--per_device_train_batch_size", "4")
+    result, out, _ = launch_two_ranks(
+        tmp_path,
+        "recipes/grpo_base.py",
+        "recipes/configs/tiny/grpo_base_length.yaml",
+        tiny_base_dir,
+        sat_records_dir,
+        *extra,
+        DDP_BACKEND="gloo",
+    )
+    assert sorted(finished(out)) == ["step-1", "step-2"]
+    final = load_file(out / "model.safetensors")  # the trainer's own ZeRO-3 16-bit consolidated save
+    for step in ("step-1", "step-2"):
+        snapshot = load_file(out / "models" / step / "model.safetensors")
+        assert snapshot.keys() == final.keys() and {t.dtype for t in snapshot.values()} == {torch.bfloat16}
+    last = load_file(out / "models" / "step-2" / "model.safetensors")
+    assert all(torch.equal(final[k].to(torch.bfloat16), last[k]) for k in final)
+    first = load_file(out / "models" / "step-1" / "model.safetensors")
+    assert any(not torch.equal(first[k], last[k]) for k in last)  # step 1 is the model after one step, not the last
+    log = result.stdout + result.stderr
+    assert log.count("saved the step-2 model") == 1  # written by the main process only
+
+
+def finished(run: Path) -> list[str]:
+    return [name for name, entry in provenance.read(run / "models").items() if entry["state"] == "finished"]
