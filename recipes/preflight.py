@@ -15,9 +15,11 @@ found, before the processor and the model load:
   output file system cannot hold it is refused (``--skip_disk_check true`` starts it anyway).
 
 The estimate per resumable checkpoint: the weights as saved (16-bit under DeepSpeed with bf16/fp16, else the
-model's dtype), plus the optimizer state per trainable parameter (Adam: two fp32 moments, 8 bytes; under DeepSpeed
-with bf16/fp16 also the fp32 master copy, 4 bytes). The trainer writes a new checkpoint before it deletes the oldest,
-so ``save_total_limit`` N keeps N + 1 at the peak. A resumed run is estimated as a whole run (an over-estimate).
+model's dtype; twice under ZeRO 0-2, whose model states hold them again), plus the optimizer state per trainable
+parameter (Adam: two fp32 moments, 8 bytes; under DeepSpeed also its fp32 master partition, 4 bytes). Measured
+against real one-process, ZeRO-2 and ZeRO-3 runs: ``benchmarks/bench_disk_estimate.py``. The trainer writes a
+new checkpoint before it deletes the oldest, so ``save_total_limit`` N keeps N + 1 at the peak. A resumed run is
+estimated as a whole run (an over-estimate).
 """
 
 from __future__ import annotations
@@ -314,7 +316,10 @@ def estimate_disk(script_args, training_args, model_args, rows: int, counts: tup
     weights = 2 if zero is not None and half else DTYPE_BYTES[model_dtype]
     optim = str(args.optim)
     moments = 2 if "8bit" in optim else 0 if "sgd" in optim or "adafactor" in optim else 8
-    optimizer = 0 if args.save_only_model else moments + (4 if zero is not None and half else 0)
+    # DeepSpeed keeps an fp32 master partition whatever the precision; ZeRO 0-2 also save the module's weights in
+    # their model states (measured: benchmarks/bench_disk_estimate.py).
+    optimizer = 0 if args.save_only_model else moments + (4 if zero is not None else 0)
+    weights_in_checkpoint = weights * (2 if zero is not None and zero < 3 and not args.save_only_model else 1)
     strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
     every = _every(args.save_steps, steps) if strategy == "steps" else None
     # transformers also saves at the last step when the cadence did not end on it
@@ -324,7 +329,7 @@ def estimate_disk(script_args, training_args, model_args, rows: int, counts: tup
     snap_every = _every(snap_every, steps) if snap_every else None
     snapshots = math.ceil(steps / snap_every) if snap_every else 0
     snap_bytes = DTYPE_BYTES[snapshot_dtype(script_args, args, model_args.dtype)]
-    per_checkpoint = total * weights + trainable * optimizer
+    per_checkpoint = total * weights_in_checkpoint + trainable * optimizer
     parts = {
         "checkpoints": per_checkpoint * kept,
         "snapshots": total * snap_bytes * snapshots,

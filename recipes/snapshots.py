@@ -51,6 +51,19 @@ def finished_snapshots(run_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def tie(state_dict: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    """The state dict with each tied parameter (the same module parameter under two names, e.g. the LM head and
+    the embeddings) pointing at one tensor: DeepSpeed ZeRO-2's state dict holds separate copies, which
+    ``save_pretrained`` would write twice."""
+    first: dict[int, str] = {}
+    tied = dict(state_dict)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        source = first.setdefault(id(param), name)
+        if source != name and name in tied and source in tied:
+            tied[name] = tied[source]
+    return tied
+
+
 def cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Floating tensors in ``dtype``; tensors sharing memory (tied embeddings) still share it, so that
     ``save_pretrained`` writes them once, as the trainer's own save does.
@@ -106,8 +119,8 @@ class ModelSnapshotCallback(TrainerCallback):
             work = folder / f".{name}.tmp"
             provenance.start(folder, KIND, {"step": step, "dtype": self.dtype}, name, owns=[work, target])
             dtype = getattr(torch, self.dtype)
-            state_dict = cast(state_dict, dtype)
             model = accelerator.unwrap_model(self.trainer.model)
+            state_dict = cast(tie(state_dict, model), dtype)
             model.save_pretrained(work, state_dict=state_dict, safe_serialization=True)
             if hasattr(model, "config") and not hasattr(model, "peft_config"):
                 config = copy.deepcopy(model.config)
