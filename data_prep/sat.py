@@ -33,8 +33,9 @@ over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc
 worker processes (they start in ~1-2 s and exit with their parent; worth it only for large images on idle cores). A
 progress bar shows on a terminal.
 
-``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the image bounds and
-how many images were resized, and a content fingerprint (SHA-256 over the written records, images included, in
+``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the hub revision
+read (``--revision``, default the pin in `data_prep.sources`; null for local files), the image bounds and how many
+images were resized, and a content fingerprint (SHA-256 over the written records, images included, in
 order): same input and options, same fingerprint.
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
