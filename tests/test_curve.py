@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -288,3 +289,27 @@ def test_snapshots_under_zero3_on_two_cpu_ranks_are_the_consolidated_model(tiny_
 
 def finished(run: Path) -> list[str]:
     return [name for name, entry in provenance.read(run / "models").items() if entry["state"] == "finished"]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_curve(evaluated, cvbench_parquet, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (torchrun, gloo on CPU): each step's rows are shared by the
+    two processes, and every step's predictions equal the one-process curve's."""
+    run, steps, _ = evaluated
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(CURVE_DIR, "wandb"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port"]
+    script = [str(REPO_ROOT / "recipes" / "eval_curve.py"), *EVAL, "--dataset", str(cvbench_parquet)]
+    script += ["--run_dir", str(copy), "--log_to_wandb", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([*launch, str(port), *script], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for step in steps:
+        one, two = (r / CURVE_DIR / f"step-{step}" for r in (run, copy))
+        assert json.loads((two / "summary.json").read_text())["run"]["num_processes"] == 2
+        assert (two / "predictions.jsonl").read_bytes() == (one / "predictions.jsonl").read_bytes()
+    assert [p["step"] for p in curve_points(copy)] == steps
