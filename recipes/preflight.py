@@ -271,7 +271,7 @@ class DiskEstimate:
     parameters: int
     trainable: int
     steps: int
-    weights_bytes: int  # per parameter, as saved in checkpoints and the final model
+    weights_bytes: int  # per parameter, in a resumable checkpoint (the final model: once, 16-bit under DeepSpeed)
     optimizer_bytes: int  # per trainable parameter, in a resumable checkpoint
     zero: int | None
     checkpoint_every: int | None
@@ -339,7 +339,7 @@ def estimate_disk(script_args, training_args, model_args, rows: int, counts: tup
         total,
         trainable,
         steps,
-        weights,
+        weights_in_checkpoint,
         optimizer,
         zero,
         every,
