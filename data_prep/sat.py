@@ -45,10 +45,11 @@ At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the proce
 rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it (file-backed
 pages, which the kernel drops when it needs the memory).
 
-``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the image bounds and
-how many images were resized, a content fingerprint (SHA-256 over the written records, images included, in
-order: same input and options, same fingerprint), and ``bytes``: the written rows' images as read and as stored, their
-ratio, the input files and the output folder (also logged).
+``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the hub revision
+read (``--revision``, default the pin in `data_prep.sources`; null for local files), the image bounds and how many
+images were resized, a content fingerprint (SHA-256 over the written records, images included, in order: same
+input and options, same fingerprint), and ``bytes``: the written rows' images as read and as stored, their ratio,
+the input files and the output folder (also logged).
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
 ``options_missing``, ``options_invalid`` (an empty or null option), ``options_duplicate`` (two options equal once
@@ -504,6 +505,7 @@ def convert(
     max_pixels: int = MAX_PIXELS,
     image_factor: int = IMAGE_FACTOR,
     keep_original_images: bool = False,
+    revision: str | None = None,
 ) -> dict:
     """Convert the SAT rows of ``source`` into records saved at ``output``; return the report (also saved there).
 
@@ -526,7 +528,7 @@ def convert(
         raise PrepError(f"{err}. Fix --min-pixels / --max-pixels / --image-factor.") from err
     output = Path(output).expanduser()
     check_output(output)
-    opened = open_source(source, split)
+    opened = open_source(source, split, revision)
     settings = _Settings(
         source_name=opened.name,
         split=split,
@@ -557,6 +559,7 @@ def convert(
             "source": source,
             "source_name": opened.name,
             "source_files": [str(f) for f in opened.files],
+            "revision": opened.revision,  # the hub revision read (data_prep/sources.py); None for local files
             "split": split,
             "limit": limit,
             "seed": seed,
@@ -633,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="store every image as in the source, even those outside the bounds",
     )
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="hub revision (branch, tag or 40-hex commit) of a hub --input; default: the pin in data_prep/sources.py",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -650,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=args.max_pixels,
             image_factor=args.image_factor,
             keep_original_images=args.keep_original_images,
+            revision=args.revision,
         )
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.sources import revision_for
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image_bytes", "question", "answers", "correct_answer")
@@ -24,11 +26,13 @@ class PrepError(Exception):
 
 
 class Source:
-    """An opened input: ``name`` (used in record ids), ``files`` (local parquet files, if any), ``batches()``."""
+    """An opened input: ``name`` (used in record ids), ``files`` (local parquet files, if any), ``revision`` (the
+    hub revision read; None for local files), ``batches()``."""
 
-    def __init__(self, name: str, files: list[Path] | None = None, hub_dataset=None):
+    def __init__(self, name: str, files: list[Path] | None = None, hub_dataset=None, revision: str | None = None):
         self.name = name
         self.files = files or []
+        self.revision = revision
         self._hub_dataset = hub_dataset
 
     def num_rows(self) -> int | None:
@@ -155,9 +159,18 @@ def _check_parquet(path: Path) -> None:
     check_column_types(schema, str(path))
 
 
-def open_source(source: str, split: str) -> Source:
-    """Resolve ``source`` (local file, local folder, or hub id) and check it can be read; raise `PrepError` if not."""
+def open_source(source: str, split: str, revision: str | None = None) -> Source:
+    """Resolve ``source`` (local file, local folder, or hub id) and check it can be read; raise `PrepError` if not.
+
+    A hub id is read at ``revision``, or at its pin in `data_prep.sources` when None; a revision given with a local
+    input is refused (a local file has no revision: it would be recorded but mean nothing).
+    """
     path = Path(source).expanduser()
+    if revision is not None and (path.exists() or path.suffix == ".parquet"):
+        raise PrepError(
+            f"--revision {revision} applies to a hub dataset, but the input {source!r} is a local path: drop "
+            "--revision (the report records the files' content fingerprint instead)"
+        )
     if path.is_file():
         _check_parquet(path)
         return Source(path.name.removesuffix(".parquet"), files=[path])
@@ -172,19 +185,24 @@ def open_source(source: str, split: str) -> Source:
             f"the input {source!r} does not exist. Pass an existing parquet file or folder, or a hub id such as "
             "array/SAT."
         )
-    return _open_hub(source, split)
+    try:
+        revision = revision_for(source, revision)
+    except ValueError as err:
+        raise PrepError(f"{err}: fix --revision") from None
+    return _open_hub(source, split, revision)
 
 
-def _open_hub(source: str, split: str) -> Source:
+def _open_hub(source: str, split: str, revision: str | None) -> Source:
     from datasets import load_dataset
 
     try:
-        dataset = load_dataset(source, split=split, streaming=True)
+        dataset = load_dataset(source, split=split, streaming=True, revision=revision)
     except Exception as err:
         raise PrepError(
             f"the input {source!r} is not a local file or folder, and loading it from the Hugging Face hub (split "
-            f"{split!r}) failed: {err}. Check the id, the split and your network (offline mode: HF_HUB_OFFLINE / "
-            "HF_DATASETS_OFFLINE), or download the parquet files and pass the file or folder with --input."
+            f"{split!r}, revision {revision}) failed: {err}. Check the id, the split, the revision and your network "
+            "(offline mode: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), or download the parquet files and pass the file or "
+            "folder with --input."
         ) from err
     # The card may declare image_bytes as images; read the encoded bytes, never decoded PIL images.
     dataset = dataset.decode(False)
@@ -197,7 +215,7 @@ def _open_hub(source: str, split: str) -> Source:
             )
     if dataset.features is not None:
         check_column_types(dataset.features.arrow_schema, f"the hub dataset {source!r}")
-    return Source(source, hub_dataset=dataset)
+    return Source(source, hub_dataset=dataset, revision=revision)
 
 
 def limited(batches: Iterator[list[dict]], limit: int | None) -> Iterator[list[dict]]:

@@ -107,3 +107,25 @@ class RecipeArguments:
             "' I see it. </think><answer> {answer} </answer>'; unset: the bare answer."
         },
     )
+    model_save_steps: float | None = field(
+        default=None,
+        metadata={
+            "help": "Save the model alone (no optimizer state), with its processor, to <output_dir>/models/step-<N> "
+            "every N steps and at the end of training: what the CV-Bench curve (recipes/eval_curve.py) evaluates. "
+            "A value below 1 is a fraction of the run; 0 or unset: none."
+        },
+    )
+    model_save_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype of those model saves: bfloat16, float16, float32, or auto (the training's 16-bit "
+            "precision when bf16/fp16 is set, else the model's dtype)."
+        },
+    )
+    skip_disk_check: bool = field(
+        default=False,
+        metadata={
+            "help": "Start even when the estimated disk use of the run (logged at start) exceeds the free space of "
+            "the output file system."
+        },
+    )

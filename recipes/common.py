@@ -18,9 +18,11 @@ from recipes.cli import RecipeError
 from recipes.data import completion_end, load_records, to_prompts
 from recipes.heldout import HeldoutAccuracyCallback
 from recipes.models import check_model_available, load_processor
+from recipes.preflight import preflight
 from recipes.prompts import get_template
 from recipes.runs import check_enough_data
 from recipes.sft_loss import SFT_LOSSES
+from recipes.snapshots import ModelSnapshotCallback
 
 
 def prepare(script_args: RecipeArguments, training_args, model_args, with_completion: bool = False):
@@ -45,6 +47,7 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
         )
     records = load_records(script_args)
     check_model_available(model_args.model_name_or_path)
+    preflight(script_args, training_args, model_args, len(records))  # W&B, hub, disk: before anything loads
     processor = load_processor(model_args, script_args, template)
     end = completion_end(processor) if with_completion else ""
     dataset = to_prompts(records, template, with_completion, script_args.completion_template, end)
@@ -59,5 +62,7 @@ def attach_callbacks(trainer, script_args: RecipeArguments) -> None:
     for callback in reporting_callbacks(trainer, script_args):
         trainer.add_callback(callback)
     trainer.add_callback(ZeroPartitionLogger())  # logs only under ZeRO-3
+    if script_args.model_save_steps:
+        trainer.add_callback(ModelSnapshotCallback(trainer, script_args))  # models/step-<N> for the CV-Bench curve
     if script_args.heldout_dataset_path:
         trainer.add_callback(HeldoutAccuracyCallback(trainer, script_args))

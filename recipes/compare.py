@@ -18,6 +18,9 @@ Where the numbers come from
     and covers the whole dataset (`recipes.compare_checks`); any other summary is shown, marked with why, and kept
     out of every mean. A metric logged as NaN/inf is shown as divergence (a red cross in the figure, "diverged" in
     the table), never replaced by the run's last finite value.
+    Its CV-Bench curve along training, ``RUN_DIR/eval_curve/step-<N>/summary.json`` (``recipes/eval_curve.py``; for
+    a W&B run the ``cvbench/*`` metrics against ``cvbench/step``), is drawn in two panels: the paper's score and the
+    official one.
     ``--wandb ENTITY/PROJECT/RUN_ID`` (or ``wandb:ENTITY/PROJECT/RUN_ID`` wherever a RUN_DIR is accepted): the run's
     full history, config and tags through W&B's public API (``wandb.Api().run(...)``; needs network and ``wandb
     login``). A local W&B run folder (``RUN_DIR/wandb/offline-run-*``) is read through its RUN_DIR's own log
@@ -78,6 +81,8 @@ import yaml
 
 from data_prep.files import write_atomic
 from recipes.compare_checks import cvbench_problem, split_by_settings
+from recipes.curve import STEP_METRIC as CURVE_STEP
+from recipes.curve import curve_series
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +129,14 @@ PANELS = (
     Panel("Entropy", "entropy", column="entropy"),
     Panel("Training loss", "loss", column="loss"),
     Panel("Held-out accuracy (greedy)", "heldout/accuracy", column="held-out accuracy", optional=True),
+    # CV-Bench along training (recipes/eval_curve.py: <run>/eval_curve/step-<N>/summary.json)
+    Panel("CV-Bench along training (paper score)", "cvbench/accuracy", column="CV-Bench curve", optional=True),
+    Panel(
+        "CV-Bench along training (official score)",
+        "cvbench/official_score",
+        column="CV-Bench curve, official",
+        optional=True,
+    ),
 )
 EXTRA_COLUMNS = (("clipped fraction", "completions/clipped_ratio"),)
 CVBENCH_GROUPS = ("per_task", "per_source")  # summary.json's breakdowns (recipes/eval_cvbench.py)
@@ -312,6 +325,7 @@ def load_run_dir(run_dir: str | Path, name: str | None = None, scalars: dict[str
     series = series_from_rows(_read_state(state_path)["log_history"], step_key="step", diverged=diverged)
     if not series and not diverged:
         raise CompareError(f"{state_path} holds no logged metrics yet (empty log_history): wait for the first log")
+    series.update(curve_series(path))  # CV-Bench at each evaluated snapshot, when the curve was run
     cvbench, cvbench_source = read_cvbench(path)
     config = read_resolved_config(path)
     folder = Path(str(config["output_dir"])) if config.get("output_dir") else path.resolve()
@@ -335,9 +349,13 @@ def run_log_from_api(run: Any, source: str) -> RunLog:
     """A `RunLog` from a `wandb.apis.public.Run`, read through its public attributes only: ``scan_history()`` (the
     full, unsampled history), ``config``, ``tags``, ``group``, ``name`` and ``id``."""
     diverged: dict[str, tuple[float, float]] = {}
-    series = series_from_rows(run.scan_history(), step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX, diverged=diverged)
+    rows = list(run.scan_history())
+    series = series_from_rows(rows, step_key=WANDB_STEP, strip_prefix=WANDB_PREFIX, diverged=diverged)
     if not series and not diverged:
         raise CompareError(f"W&B run {source} has no logged training metrics ({WANDB_STEP} missing)")
+    # The CV-Bench curve (recipes/eval_curve.py) is logged against its own step metric.
+    curve = series_from_rows(rows, step_key=CURVE_STEP)
+    series.update({key: points for key, points in curve.items() if key.startswith("cvbench/")})
     # The public API unwraps config values; older exports keep W&B's {"value": ...} wrapper.
     config = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in dict(run.config or {}).items()}
     tags = [str(t) for t in getattr(run, "tags", None) or []]

@@ -77,7 +77,7 @@ from recipes import provenance
 from recipes.cli import run_cli
 from recipes.errors import RecipeError
 from recipes.evaluation.config import EvalArguments, check_arguments
-from recipes.evaluation.data import check_prompts, dataset_fingerprint, load_cvbench, row_metadata
+from recipes.evaluation.data import check_prompts, dataset_fingerprint, dataset_revision, load_cvbench, row_metadata
 from recipes.evaluation.fingerprint import is_adapter, local_model_folder, model_fingerprint, run_key
 from recipes.evaluation.generation import load_processor, make_generator, predict_rows, prediction_record
 from recipes.evaluation.output import OutputDir, check_output_folder
@@ -106,6 +106,7 @@ def main(args: EvalArguments) -> dict | None:
     state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(hours=12))
     template = check_arguments(args, state.num_processes)
     check_output_folder(Path(args.output_dir), args.model_name_or_path, args.dataset)
+    revision = dataset_revision(args.dataset, args.dataset_revision)  # hub data only; local data: None
     logger.info("evaluation settings: %s", asdict(args))
 
     # Model: its local files (a hub id through the cache) and its own processor; nothing is written before this.
@@ -117,7 +118,7 @@ def main(args: EvalArguments) -> dict | None:
 
     # Data: the rows to score (the first --limit rows); images are decoded only when a batch needs them.
     with state.main_process_first():
-        dataset = load_cvbench(args.dataset, args.dataset_split)
+        dataset = load_cvbench(args.dataset, args.dataset_split, revision)
     rows = row_metadata(dataset)
     if not rows:
         raise RecipeError(f"{args.dataset!r} (split {args.dataset_split!r}) has no rows")
@@ -137,7 +138,12 @@ def main(args: EvalArguments) -> dict | None:
         if state.is_main_process:
             key[0] = run_key(
                 model=model_fingerprint(folder),
-                dataset={"split": args.dataset_split, "rows": len(rows), "sha256": dataset_fingerprint(dataset, rows)},
+                dataset={
+                    "split": args.dataset_split,
+                    "rows": len(rows),
+                    "sha256": dataset_fingerprint(dataset, rows),
+                    **({"revision": revision} if revision else {}),  # local data: keyed by content alone, as before
+                },
                 prompt={"name": args.prompt, "chat_template": args.chat_template, "example": example},
                 generation={"backend": args.backend, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens},
                 resolution={"min_pixels": min_pixels, "max_pixels": max_pixels},
@@ -210,7 +216,12 @@ def _evaluate(
             "adapter": is_adapter(folder),
             "sha256": key["model"]["sha256"],
         },
-        "dataset": {"name": args.dataset, "split": args.dataset_split, "sha256": key["dataset"]["sha256"]},
+        "dataset": {
+            "name": args.dataset,
+            "split": args.dataset_split,
+            "revision": key["dataset"].get("revision"),
+            "sha256": key["dataset"]["sha256"],
+        },
         "prompt": key["prompt"],
         "generation": {**key["generation"], "do_sample": False},
         "resolution": {**key["resolution"], "source": _bounds_source(args)},

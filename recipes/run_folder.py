@@ -44,6 +44,7 @@ from transformers import TrainerCallback
 
 from recipes import provenance
 from recipes.compat import load_checkpoint_weights
+from recipes.curve import POINT_KIND
 from recipes.errors import RecipeError
 from recipes.runs import (
     RESOLVED_CONFIG,
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 KIND = "recipe-run"
 # Kinds of outputs kept inside a run folder that describe its model: replacing the run deletes them too.
-DERIVED_KINDS = ("cvbench-eval",)
+DERIVED_KINDS = ("cvbench-eval", POINT_KIND)
 # Options that change where or how a run reports, not what it trains: left out of the run's definition.
 NOT_DEFINING = {
     "output_dir",

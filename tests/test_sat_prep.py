@@ -29,6 +29,7 @@ from data_prep.images import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS, fit_encoded, 
 from data_prep.sat import PrepError, convert, main, shuffled_options
 from data_prep.sat_output import LOCK_NAME, WORK_PREFIX
 from data_prep.schema import RECORD_FEATURES, user_text
+from data_prep.sources import SAT_REVISION
 from data_prep.synthetic import SAT_FEATURES, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,8 +227,8 @@ def test_a_hub_id_is_streamed_with_images_kept_as_bytes(sat_parquet, tmp_path, m
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     report = convert("array/SAT", tmp_path / "out", seed=4, limit=40)
-    assert calls == [("array/SAT", {"split": "train", "streaming": True})]
-    assert report["rows_read"] == 40 and report["source_files"] == []
+    assert calls == [("array/SAT", {"split": "train", "streaming": True, "revision": SAT_REVISION})]
+    assert report["rows_read"] == 40 and report["source_files"] == [] and report["revision"] == SAT_REVISION
     rows = source_rows(sat_parquet)
     records = written_records(tmp_path / "out")
     assert len(records) == 40

@@ -29,6 +29,13 @@ class EvalArguments:
         metadata={"help": "Hub id, parquet file, or dataset folder in CV-Bench's schema."},
     )
     dataset_split: str = field(default="test", metadata={"help": "Split of a hub dataset or saved DatasetDict."})
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub revision (branch, tag or 40-hex commit) of a hub --dataset; unset: the pin in "
+            "data_prep/sources.py. Recorded in the summary and the run fingerprint."
+        },
+    )
     prompt: str = field(
         default="base",
         metadata={

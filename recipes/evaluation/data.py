@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 
 from data_prep.images import strict_loading, to_rgb
 from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
+from data_prep.sources import revision_for
 from recipes.cli import QUICKSTART
 from recipes.errors import RecipeError
 
@@ -34,8 +35,33 @@ def _missing_dataset_error(name: str, err: Exception | str) -> RecipeError:
     )
 
 
-def load_cvbench(name_or_path: str, split: str = "test") -> Dataset:
-    """CV-Bench rows from a hub id, a parquet file, or a folder; fails with the fix when they cannot be found.
+def is_local(name_or_path: str) -> bool:
+    """Whether ``--dataset`` names local files (a file or folder, or a path-like name) rather than a hub id."""
+    path = Path(name_or_path).expanduser()
+    return path.exists() or name_or_path.endswith(".parquet") or name_or_path.startswith((".", "/", "~"))
+
+
+def dataset_revision(name_or_path: str, revision: str | None) -> str | None:
+    """The hub revision CV-Bench is read at: ``revision``, else the pin of `data_prep.sources`; None for local data.
+
+    A revision given for local data is refused: it would be recorded but mean nothing.
+    """
+    if is_local(name_or_path):
+        if revision is not None:
+            raise RecipeError(
+                f"--dataset_revision {revision} applies to a hub dataset, but --dataset {name_or_path!r} is local: "
+                "drop --dataset_revision (local data is keyed by its content)"
+            )
+        return None
+    try:
+        return revision_for(name_or_path, revision)
+    except ValueError as err:
+        raise RecipeError(f"{err}: fix --dataset_revision") from None
+
+
+def load_cvbench(name_or_path: str, split: str = "test", revision: str | None = None) -> Dataset:
+    """CV-Bench rows from a hub id (at ``revision``), a parquet file, or a folder; fails with the fix when they
+    cannot be found.
 
     Images are left encoded (``Image(decode=False)``): `open_image` decodes one row at a time, so a broken image
     names its row instead of failing a whole batch.
@@ -56,7 +82,7 @@ def load_cvbench(name_or_path: str, split: str = "test") -> Dataset:
         elif name_or_path.endswith(".parquet") or name_or_path.startswith((".", "/", "~")):
             raise _missing_dataset_error(name_or_path, f"no such file or folder: {path}")
         else:
-            dataset = load_dataset(name_or_path, split=split)
+            dataset = load_dataset(name_or_path, split=split, revision=revision)
     except RecipeError:
         raise
     except Exception as err:  # hub, cache and format errors all mean "no usable dataset here"
