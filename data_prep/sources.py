@@ -4,9 +4,12 @@ A hub dataset's ``main`` branch can change under a run; a commit hash cannot. Ev
 here unless the user overrides it (``python -m data_prep.sat --revision``, the evaluation's ``--dataset_revision``),
 and records the revision it used (``prep_report.json``, the evaluation's ``summary.json`` and run fingerprint).
 
-The values below are placeholders until the real commit hashes are looked up on the hub: replace the one line with
-the 40-hex commit (``huggingface_hub.HfApi().dataset_info(name).sha``). While a value is not a commit hash, reading
-logs a warning that the data is not pinned.
+Each pin is a commit of the dataset's repository whose data files are the ones the paper read (read from the hub's
+commit pages; not fetched here): for SAT, the newest commit known, which changed only the README after
+``SAT_train.parquet`` was added; for CV-Bench, the commit holding the single ``test.parquet`` (2,638 rows) the
+paper's evaluation loaded as split ``test`` — later commits split it into ``test_2d``/``test_3d`` files. A value
+that is not a 40-hex commit (a branch such as ``main``, given with ``--revision``) is read with a warning that the
+data is not pinned.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ logger = logging.getLogger(__name__)
 
 SAT_DATASET = "array/SAT"
 CVBENCH_DATASET = "nyu-visionx/CV-Bench"
-# Placeholders (not yet looked up): replace each with the dataset's 40-hex commit hash.
-SAT_REVISION = "main"
-CVBENCH_REVISION = "main"
+SAT_REVISION = "bda5dde942d7f7b41bff7935f086ed9a9e348ae3"
+CVBENCH_REVISION = "22409a927ab5cf68e3655023d51694587455fc99"
 PINNED = {SAT_DATASET: SAT_REVISION, CVBENCH_DATASET: CVBENCH_REVISION}
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")

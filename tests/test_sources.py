@@ -21,6 +21,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def test_each_hub_dataset_has_one_pin_and_a_commit_hash_works_as_a_value(caplog):
     assert PINNED == {"array/SAT": SAT_REVISION, "nyu-visionx/CV-Bench": CVBENCH_REVISION}
+    assert all(len(pin) == 40 and int(pin, 16) >= 0 for pin in PINNED.values())  # commits, not branches
     assert revision_for("array/SAT") == SAT_REVISION and revision_for("someone/else") is None
     caplog.clear()
     with caplog.at_level("WARNING", logger="data_prep.sources"):
