@@ -110,7 +110,8 @@ def test_the_gpu_suite_trains_through_the_launcher_and_evaluates_each_model_with
         assert "--num_processes" in evaluation and evaluation[evaluation.index("--num_processes") + 1] == "8"
         assert evaluation[evaluation.index("--prompt") + 1] == prompts.get(experiment, "base")
         assert evaluation[evaluation.index("--model_name_or_path") + 1] == str(out / experiment)
-        assert evaluation[evaluation.index("--max_pixels") + 1] == "401408"  # the training bound, not the default
+        # No bounds given: the evaluation reads the ones each checkpoint saved (its training bounds), as the paper did.
+        assert "--max_pixels" not in evaluation and "--min_pixels" not in evaluation
     (compare_line,) = [line for line in lines if "recipes.compare" in line]
     assert all(str(out / experiment) in compare_line for experiment in EXPERIMENTS)
     assert f"--output {out / 'report.html'}" in compare_line
