@@ -1,4 +1,4 @@
-"""How far transformers 5.23's torchvision resize is from the PIL resize of the paper's transformers 4.49, in pixels.
+"""How far transformers 5's torchvision resize (5.20.2) is from the paper's 4.49 PIL resize, in pixels.
 
     python benchmarks/compare_resize_backends.py
 
