@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.cli import run_in_process
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoProcessor
 
 from recipes import eval_curve, grpo_base, provenance
-from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.compare import Arm, load_run_dir, make_figure
 from recipes.curve import CURVE_DIR, WandbCurve, curve_points, find_wandb_run, wandb_project
 from recipes.errors import RecipeError
@@ -210,13 +211,7 @@ def test_watch_follows_a_training_run_until_its_final_model(tiny_base_dir, sat_r
 
 
 def run_curve_cli(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        run_cli(eval_curve.main, eval_curve.make_parser(), argv, None)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    return run_in_process(eval_curve, argv, capsys)
 
 
 def test_a_run_without_snapshots_is_refused_with_the_fix(tmp_path, capsys):

@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures.cli import run_in_process
 
 from recipes import grpo_base, provenance
-from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.run_folder import KIND
 
 USER_FILES = {
@@ -36,13 +37,7 @@ def argv_for(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def cli(argv: list[str], capsys) -> tuple[int, str]:
     """The recipe's command line, in this process: (exit code, stderr)."""
-    capsys.readouterr()
-    try:
-        run_cli(grpo_base.main, grpo_base.make_parser(), argv, None)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    return run_in_process(grpo_base, argv, capsys)
 
 
 def hashes(*roots: Path) -> dict[str, str]:

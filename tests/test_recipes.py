@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures.cli import run_in_process
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from recipes import grpo_base, grpo_instruct, sft_baseline
-from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.prompts import TEMPLATES
 
 PARSERS = {"grpo": grpo_base.make_parser, "sft": sft_baseline.make_parser}
@@ -213,10 +214,8 @@ def test_no_arguments_offline_fails_fast_with_the_fix(tmp_path):  # the one real
 
 def fail_in_process(module, capsys, *argv: str) -> str:
     """Run a recipe's command line in this process (as `python recipes/<name>.py ARGV`); its exit must be 2."""
-    with pytest.raises(SystemExit) as stop:
-        run_cli(module.main, module.make_parser(), list(argv), module.DEFAULT_CONFIG)
-    err = capsys.readouterr().err
-    assert stop.value.code == 2, err
+    code, err = run_in_process(module, list(argv), capsys, module.DEFAULT_CONFIG)
+    assert code == 2, err
     assert "Traceback" not in err
     return err
 

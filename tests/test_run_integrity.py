@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.cli import run_in_process
 from safetensors.torch import load_file, save_file
 
 from data_prep.tiny_model import build_tiny_model
 from recipes import grpo_base, provenance, sft_baseline
-from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
+from recipes.cli import CONFIG_DIR, REPO_ROOT
 from recipes.runs import RESOLVED_CONFIG, checkpoint_problem
 
 STEPS = 3
@@ -46,15 +47,7 @@ def train(module, argv: list[str]):
     return module.main(*module.make_parser().parse_args_and_config(argv))
 
 
-def cli(module, argv: list[str], capsys) -> tuple[int, str]:
-    """Run a recipe as its command line does (in this process): (exit code, stderr)."""
-    capsys.readouterr()
-    try:
-        run_cli(module.main, module.make_parser(), argv, None)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+cli = run_in_process  # a recipe's command line in this process: (exit code, stderr)
 
 
 def tree(folder: Path) -> dict[str, tuple]:
