@@ -6,6 +6,19 @@ import os
 from pathlib import Path
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` itself if it exists, else its nearest existing ancestor: where creating ``path`` would begin.
+
+    Example:
+        >>> nearest_existing("/") == Path("/")
+        True
+    """
+    ancestor = Path(path)
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return ancestor
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     """Replace ``path`` with ``data`` all at once: readers and a kill see either the old file or the new one.
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from data_prep.files import nearest_existing
 from data_prep.sat_source import PrepError
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ def check_output(output: Path) -> None:
     """Raise `PrepError` unless ``output`` can be created: free (or an empty folder), inside a writable folder."""
     if holds_something(output):
         raise PrepError(f"the output path {output} already exists. Choose a new --output or delete it first.")
-    ancestor = output.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(output.parent)
     if not ancestor.is_dir():
         raise PrepError(f"cannot create {output}: {ancestor} is a file, not a folder. Choose another --output.")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -42,6 +42,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from data_prep.files import nearest_existing
 from recipes import provenance
 from recipes.compat import load_checkpoint_weights
 from recipes.curve import POINT_KIND
@@ -142,9 +143,7 @@ def _names(folder: Path) -> list[str]:
 
 
 def _check_writable(folder: Path) -> None:
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(folder)
     if not ancestor.is_dir():
         raise RecipeError(f"cannot create output_dir {folder}: {ancestor} is a file. Choose another --output_dir")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -21,6 +21,7 @@ import pytest
 from recipes import provenance
 from recipes.cli import REPO_ROOT, RecipeError, run_cli
 from recipes.eval_cvbench import DEFAULT_CONFIG, EvalArguments, main, make_parser
+from tests.test_eval_cvbench import write_cvbench
 
 QUICK = {"limit": 2, "max_new_tokens": 2}
 
@@ -41,22 +42,6 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def predictions(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-
-
-def write_cvbench(path: Path, rows: int, change=None) -> Path:
-    """Synthetic CV-Bench rows with ``change(columns)`` applied to their columns (a dict of lists)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from data_prep.synthetic import write_synthetic
-
-    write_synthetic("cvbench", rows=rows, seed=0, output=path)
-    if change is not None:
-        table = pq.read_table(path)
-        columns = table.to_pydict()
-        change(columns)
-        pq.write_table(pa.Table.from_pydict(columns, schema=table.schema), path)
-    return path
 
 
 # --- the folder's record and what overwriting deletes ----------------------------------------------------------------

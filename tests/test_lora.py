@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+from fixtures.shapes import QWEN2_VL_2B
 from peft import PeftConfig, PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLConfig
@@ -105,18 +106,7 @@ def test_paper_lora_preset_adapts_the_language_model_of_qwen2vl_2b_only():
     assert training_args.learning_rate == 1e-5 and model_args.lora_dropout == 0.0
     config = peft_config_for(model_args, script_args)
     assert (config.r, config.lora_alpha) == (64, 128)
-    shape = Qwen2VLConfig(
-        text_config={
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "vocab_size": 151936,
-        },
-        vision_config={"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4},
-        tie_word_embeddings=True,
-    )
+    shape = Qwen2VLConfig(**QWEN2_VL_2B)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(shape)
     counts = lora_coverage(model, config, script_args)

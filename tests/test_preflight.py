@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.shapes import QWEN2_VL_2B
 from transformers import Qwen2VLConfig
 
 from recipes import grpo_base
@@ -19,19 +20,6 @@ from recipes.common import prepare
 from recipes.errors import RecipeError
 from recipes.preflight import check_hub, check_wandb, count_parameters, estimate_disk, size
 
-# Qwen2-VL-2B's published shape (its config.json on the hub): the meta-device count needs no weights.
-QWEN2_VL_2B = {
-    "text_config": {
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "vocab_size": 151936,
-    },
-    "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4},
-    "tie_word_embeddings": True,
-}
 # Rows of the paper's SAT subset assumed for the figure (not measured here: no hub access). 10,800 rows give
 # 1,350 steps an epoch at 8 prompts a step, 2,700 in 2 epochs: the ~27 checkpoints of REFERENCE.md's audit.
 PAPER_ROWS = 10_800
