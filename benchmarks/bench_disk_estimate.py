@@ -1,4 +1,4 @@
-"""The disk estimate of recipes/preflight.py against what real runs write, and the figure for the paper run.
+"""The disk estimate of recipes/shared/preflight.py against what real runs write, and the figure for the paper run.
 
     PYTHONPATH=$PWD python benchmarks/bench_disk_estimate.py            # ~3 min on 2 CPU cores, offline
 
@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
 
+from data_prep.fixtures.synthetic import write_synthetic  # noqa: E402
+from data_prep.fixtures.tiny_model import build_tiny_model  # noqa: E402
 from data_prep.sat import convert  # noqa: E402
-from data_prep.synthetic import write_synthetic  # noqa: E402
-from data_prep.tiny_model import build_tiny_model  # noqa: E402
 from recipes import grpo_base  # noqa: E402
-from recipes.cli import CONFIG_DIR  # noqa: E402
-from recipes.preflight import count_parameters, estimate_disk, size  # noqa: E402
+from recipes.shared.cli import CONFIG_DIR  # noqa: E402
+from recipes.shared.preflight import count_parameters, estimate_disk, size  # noqa: E402
 
 TINY = CONFIG_DIR / "tiny" / "grpo_base.yaml"
 

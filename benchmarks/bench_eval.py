@@ -6,9 +6,9 @@ Usage::
     python benchmarks/bench_eval.py [--rows 48] [--max-new-tokens 64] [--batch-sizes 1 8] [--repeats 2] [--threads 1]
                                     [--hash-mb 512]
 
-Builds the tiny base Qwen2-VL (`data_prep.tiny_model`) and ``--rows`` synthetic CV-Bench rows, then runs the whole
-evaluation (`recipes.eval_cvbench.main`: render, generate greedily, score, append predictions, summarize) into a fresh
-output folder for each batch size, alternating the sizes ``--repeats`` times and keeping each size's best time
+Builds the tiny base Qwen2-VL (`data_prep.fixtures.tiny_model`) and ``--rows`` synthetic CV-Bench rows, then runs the
+whole evaluation (`recipes.eval_cvbench.main`: render, generate greedily, score, append predictions, summarize) into a
+fresh output folder for each batch size, alternating the sizes ``--repeats`` times and keeping each size's best time
 (the machine may be shared). The stock tiny model never emits its end token, so every row costs exactly
 ``--max-new-tokens`` decoding steps at every batch size. Prints examples/s per batch size and the ratio to the
 first. One torch thread by default: the tiny model's matrices are too small to gain from more, and on two shared
@@ -31,8 +31,8 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 
 import torch  # noqa: E402
 
-from data_prep.synthetic import write_synthetic  # noqa: E402
-from data_prep.tiny_model import build_tiny_model  # noqa: E402
+from data_prep.fixtures.synthetic import write_synthetic  # noqa: E402
+from data_prep.fixtures.tiny_model import build_tiny_model  # noqa: E402
 from recipes.eval_cvbench import EvalArguments, main  # noqa: E402
 from recipes.evaluation.fingerprint import file_sha256  # noqa: E402
 

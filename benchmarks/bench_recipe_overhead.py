@@ -22,13 +22,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from trl import GRPOTrainer  # noqa: E402
 
+from data_prep.fixtures.synthetic import write_synthetic  # noqa: E402
+from data_prep.fixtures.tiny_model import build_tiny_model  # noqa: E402
 from data_prep.sat import convert  # noqa: E402
-from data_prep.synthetic import write_synthetic  # noqa: E402
-from data_prep.tiny_model import build_tiny_model  # noqa: E402
 from recipes import grpo_base  # noqa: E402
-from recipes.cli import CONFIG_DIR
-from recipes.data import load_records, to_prompts  # noqa: E402
-from recipes.prompts import get_template, set_chat_template  # noqa: E402
+from recipes.shared.cli import CONFIG_DIR
+from recipes.shared.data import load_records, to_prompts  # noqa: E402
+from recipes.shared.prompts import get_template, set_chat_template  # noqa: E402
 from rewards import get_reward_funcs  # noqa: E402
 
 

@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/bench_sat_prep.py [--rows 5000] [--images 112x112 512x384] [--num-proc P] [--workdir DIR]
 
-For each image size it writes a synthetic SAT parquet (`data_prep.synthetic` scenes, ~15% two-image rows; a
+For each image size it writes a synthetic SAT parquet (`data_prep.fixtures.synthetic` scenes, ~15% two-image rows; a
 non-square size is the square scene cropped to it, re-encoded as JPEG), then converts it with
 ``python -m data_prep.sat`` in a fresh process, with the converter's own defaults unless ``--num-proc`` is given (so
 the same command measures the tree before and after a change). 112x112 is a fixed point of the paper's bounds (the
@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from data_prep.scenes import encode_jpeg
-from data_prep.synthetic import SAT_FEATURES, write_synthetic
+from data_prep.fixtures.scenes import encode_jpeg
+from data_prep.fixtures.synthetic import SAT_FEATURES, write_synthetic
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -11,9 +11,9 @@ GPU (the first visible one):
 ``env``
     torch, CUDA, cuDNN, flash-attn, vLLM, transformers and TRL versions; each GPU's name and memory.
 ``tiny_data``
-    the tiny Qwen2-VL (``python -m data_prep.tiny_model --preset mini``: text head size 32, which every vLLM attention
-    backend accepts) and synthetic SAT / CV-Bench rows (``data_prep.synthetic``, ``data_prep.sat`` at the tiny
-    model's pixel bounds, so that vLLM and the trainer see the same image grid).
+    the tiny Qwen2-VL (``python -m data_prep.fixtures.tiny_model --preset mini``: text head size 32, which every vLLM
+    attention backend accepts) and synthetic SAT / CV-Bench rows (``data_prep.fixtures.synthetic``, ``data_prep.sat``
+    at the tiny model's pixel bounds, so that vLLM and the trainer see the same image grid).
 ``tiny_generate``, ``tiny_vllm``
     3 GRPO steps of ``recipes/configs/tiny/grpo_base.yaml`` (8 completions of 128 tokens per step), completions from
     transformers' ``generate``, then from vLLM colocated; their step times side by side.
@@ -263,7 +263,7 @@ def parse_step_log(trainer_state: Path, completions_per_step: int) -> StepLog:
 
 def read_run_speed(run_dir: Path, completions_per_step: int) -> StepLog:
     """`parse_step_log` on the run's most advanced trainer_state.json (its own, or its newest checkpoint's)."""
-    from recipes.compare import CompareError, find_trainer_state
+    from recipes.report.compare import CompareError, find_trainer_state
 
     try:
         return parse_step_log(find_trainer_state(run_dir), completions_per_step)
@@ -545,11 +545,21 @@ def stage_commands(plan: Plan, has_vllm: bool) -> dict[str, list[list[str]]]:
     backend = "vllm" if has_vllm else "hf"
     return {
         "tiny_data": [
-            [py, "-m", "data_prep.tiny_model", "--output", str(tiny_model), "--variant", "base", "--preset", "mini"],
             [
                 py,
                 "-m",
-                "data_prep.synthetic",
+                "data_prep.fixtures.tiny_model",
+                "--output",
+                str(tiny_model),
+                "--variant",
+                "base",
+                "--preset",
+                "mini",
+            ],
+            [
+                py,
+                "-m",
+                "data_prep.fixtures.synthetic",
                 "--kind",
                 "sat",
                 "--rows",
@@ -559,7 +569,7 @@ def stage_commands(plan: Plan, has_vllm: bool) -> dict[str, list[list[str]]]:
             ],
             [py, "-m", "data_prep.sat", "--input", str(w / "tiny-sat.parquet"), "--output", str(tiny_data)]
             + ["--multi-image", "skip", "--min-pixels", str(TINY_PIXELS[0]), "--max-pixels", str(TINY_PIXELS[1])],
-            [py, "-m", "data_prep.synthetic", "--kind", "cvbench", "--rows", str(EVAL_ROWS)]
+            [py, "-m", "data_prep.fixtures.synthetic", "--kind", "cvbench", "--rows", str(EVAL_ROWS)]
             + ["--output", str(w / "tiny-cvbench.parquet")],
         ],
         "tiny_generate": [training_command(tiny_config, str(tiny_model), tiny_data, w / "tiny_generate", *tiny_train)],

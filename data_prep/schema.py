@@ -2,7 +2,7 @@
 
 A record is experiment-neutral: the user turn holds the image part(s) and the question with its options, the
 assistant turn holds the bare correct answer. Prompt templates of particular experiments (base-model, instruct,
-SFT) are applied by the recipes (`recipes.prompts`), never here.
+SFT) are applied by the recipes (`recipes.shared.prompts`), never here.
 
 Columns
 -------
@@ -63,8 +63,8 @@ RECORD_FEATURES = Features(
 )
 
 # The literal text the paper's SAT conversion put before every question (it stood for the image in LLaVA-style data;
-# Qwen2-VL reads it as plain text). Records keep it, as the paper's conversion wrote it; `recipes.prompts` decides
-# what each prompt does with it (the paper's templates keep it, the "_clean" ones drop it).
+# Qwen2-VL reads it as plain text). Records keep it, as the paper's conversion wrote it; `recipes.shared.prompts`
+# decides what each prompt does with it (the paper's templates keep it, the "_clean" ones drop it).
 IMAGE_PLACEHOLDER = "<image>"
 SAT_USER_TEXT = (
     IMAGE_PLACEHOLDER + " Answer in natural language. {question} Choose between the following options: {options}"

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Helpers shared by the launchers (sourced, not run): refusing bad input before it is used, and the provenance record
-# (recipes/provenance.py) of what made a folder's files, so nothing made with other settings is ever reused.
+# (recipes/shared/provenance.py) of what made a folder's files, so nothing made with other settings is ever reused.
 # The sourcing script defines usage_line() (one line, printed with every error).
 
 # die MESSAGE [MORE LINES...]: the error on stderr, then the usage line; exit status 2.
@@ -84,11 +84,11 @@ file_hash() {
   fi
 }
 
-# --- what made OUT's files: recipes/provenance.py, the one record (OUT/provenance.json) ------------------------------
+# --- what made OUT's files: recipes/shared/provenance.py, the one record (OUT/provenance.json) ------------------------------
 # An entry per launcher (".") or per experiment, with the settings that define it and the paths the launcher created
 # (`own`): the only paths FRESH=1 ever deletes. PYTHON must be set.
 
-provenance() { "$PYTHON" -m recipes.provenance "$@"; }
+provenance() { "$PYTHON" -m recipes.shared.provenance "$@"; }
 
 # check_entry FOLDER NAME KIND START_OVER PRODUCTS DEFINE...: refuse to use FOLDER for entry NAME unless its record
 # says the same settings made it (or nothing is there yet). PRODUCTS (space-separated top-level names) must not exist

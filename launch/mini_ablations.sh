@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's ablations in miniature, offline on a CPU (see recipes/MINI_ABLATIONS.md): per seed, the mini R1-Zero
+# The paper's ablations in miniature, offline on a CPU (see recipes/mini/MINI_ABLATIONS.md): per seed, the mini R1-Zero
 # stage A (SFT on "Is the shape a triangle?") runs once; every arm then trains on "Is the shape red?" from that model,
 # on the same records and steps: grpo (the paper's settings), grpo_length (+ the naive length reward), sft (answer
 # targets), dr_grpo, dapo, gspo. Each is scored on held-out scenes and on unseen shades (out of distribution).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mini R1-Zero: GRPO visibly raises held-out accuracy, offline on a CPU, in minutes (see recipes/MINI_R1.md).
+# Mini R1-Zero: GRPO visibly raises held-out accuracy, offline on a CPU, in minutes (see recipes/mini/MINI_R1.md).
 #   stage A: SFT of a random mini Qwen2-VL on "Is the shape a triangle?" (recipes/configs/mini/sft_shape.yaml)
 #   stage B: GRPO on "Is the shape red?" from stage A, held-out greedy accuracy logged (recipes/configs/mini/grpo_color.yaml)
 # Usage: bash launch/mini_r1.sh [SEED] [stage B overrides...]   e.g. bash launch/mini_r1.sh 1 --learning_rate 1e-4

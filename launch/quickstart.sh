@@ -85,15 +85,15 @@ fi
 # 1. Inputs, built side by side.
 [[ ${#claim[@]} -gt 1 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
 if [[ " ${claim[*]} " == *" sat "* ]]; then
-  stage_start sat_raw "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" \
+  stage_start sat_raw "$PYTHON" -m data_prep.fixtures.synthetic --kind sat --rows "$ROWS" --seed "$SEED" \
     --output "$OUT/sat_raw.parquet"
 fi
 if [[ " ${claim[*]} " == *" cvbench.parquet "* ]]; then
-  stage_start cvbench "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" \
+  stage_start cvbench "$PYTHON" -m data_prep.fixtures.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" \
     --output "$OUT/cvbench.parquet"
 fi
 if [[ " ${claim[*]} " == *" tiny-base "* ]]; then
-  stage_start model "$PYTHON" -m data_prep.tiny_model --output "$OUT/tiny-base" --variant base --seed "$SEED"
+  stage_start model "$PYTHON" -m data_prep.fixtures.tiny_model --output "$OUT/tiny-base" --variant base --seed "$SEED"
 fi
 if [[ " ${claim[*]} " == *" sat "* ]]; then
   stage_end sat_raw "SAT-format data: $ROWS synthetic rows"

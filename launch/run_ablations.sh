@@ -115,7 +115,7 @@ if [[ -n "$template" && -z "$(override_value prompt ${eval_extra[@]+"${eval_extr
     sft) eval_prompt=instruct_no_reasoning ;; # SFT trains on bare answers: CV-Bench without reasoning
     base | instruct | base_clean | base_short) eval_prompt=$template ;;
     *) die "--prompt_template $template has no CV-Bench template of that name: name the evaluation's with \
-EVAL_ARGS=\"--prompt NAME\" (recipes/prompts.py EVAL_TEMPLATES)" ;;
+EVAL_ARGS=\"--prompt NAME\" (recipes/shared/prompts.py EVAL_TEMPLATES)" ;;
   esac
 fi
 
@@ -239,12 +239,12 @@ if [[ "$TINY" == 1 ]]; then
   step "tiny offline inputs in $DATA (seed $SEED)"
   own "$OUT" . data # those the suite builds go there (SAT_DATA, CVBENCH, BASE_MODEL, INSTRUCT_MODEL: yours elsewhere)
   if ! have "$SAT_DATA"; then
-    run "$PYTHON" -m data_prep.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$DATA/sat_raw.parquet"
+    run "$PYTHON" -m data_prep.fixtures.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$DATA/sat_raw.parquet"
     run "$PYTHON" -m data_prep.sat --input "$DATA/sat_raw.parquet" --output "$SAT_DATA" --seed "$SEED" \
       --multi-image skip
   fi
   have "$CVBENCH" ||
-    run "$PYTHON" -m data_prep.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" --output "$CVBENCH"
+    run "$PYTHON" -m data_prep.fixtures.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" --output "$CVBENCH"
   built=" "
   for exp in $EXPERIMENTS; do
     model=$(model_of "$exp")
@@ -252,7 +252,7 @@ if [[ "$TINY" == 1 ]]; then
     built+="$model "
     arch=()
     [[ "$(arch_of "$exp")" == qwen2_vl ]] || arch=(--arch "$(arch_of "$exp")") # qwen2_vl: the builder's default
-    run "$PYTHON" -m data_prep.tiny_model --output "$model" --variant "$(variant_of "$exp")" --seed "$SEED" \
+    run "$PYTHON" -m data_prep.fixtures.tiny_model --output "$model" --variant "$(variant_of "$exp")" --seed "$SEED" \
       "${arch[@]+"${arch[@]}"}"
   done
 fi

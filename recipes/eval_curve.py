@@ -7,13 +7,14 @@
 
 The paper saved a checkpoint every 100 steps and reported CV-Bench along training (a reproduction reached 58.4% at
 step 1000; which step gave the paper's 59.47% is not stated): this draws that curve. Training with
-``model_save_steps`` (the paper configs: every 100 steps, bf16) writes ``<run>/models/step-<N>`` (`recipes.snapshots`);
-each is evaluated by `recipes/eval_cvbench.py`'s own ``main`` (same config, options, resumption, data-parallel
-processes) into ``<run>/eval_curve/step-<N>/``, and ``<run>/eval_curve/curve.json`` lists the points
-(`recipes.curve`). Re-running resumes: a step already scored is not generated again. ``--watch true`` keeps
-looking for new snapshots and stops once the run's final model has appeared and every snapshot is scored (or after
-``--watch_idle_hours`` without a new one: a crashed run). The points reach the training run's W&B run at their step
-(``cvbench/*`` against ``cvbench/step``) when the run logged to W&B. ``python -m recipes.compare RUN ...`` draws them.
+``model_save_steps`` (the paper configs: every 100 steps, bf16) writes ``<run>/models/step-<N>``
+(`recipes.shared.snapshots`); each is evaluated by `recipes/eval_cvbench.py`'s own ``main`` (same config, options,
+resumption, data-parallel processes) into ``<run>/eval_curve/step-<N>/``, and ``<run>/eval_curve/curve.json`` lists the
+points (`recipes.evaluation.curve`). Re-running resumes: a step already scored is not generated again. ``--watch true``
+keeps looking for new snapshots and stops once the run's final model has appeared and every snapshot is scored (or
+after ``--watch_idle_hours`` without a new one: a crashed run). The points reach the training run's W&B run at their
+step (``cvbench/*`` against ``cvbench/step``) when the run logged to W&B. ``python -m recipes.compare RUN ...`` draws
+them.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from trl import TrlParser
 
-from recipes import eval_cvbench, provenance
-from recipes.cli import run_cli
-from recipes.curve import CURVE_DIR, POINT_KIND, WandbCurve, wandb_target, write_curve
-from recipes.errors import RecipeError
+from recipes import eval_cvbench
 from recipes.evaluation.config import EvalArguments, check_arguments
+from recipes.evaluation.curve import CURVE_DIR, POINT_KIND, WandbCurve, wandb_target, write_curve
 from recipes.evaluation.data import dataset_revision
-from recipes.preflight import check_wandb
-from recipes.runs import weights_problem
-from recipes.snapshots import MODELS_DIR, finished_snapshots
+from recipes.shared import provenance
+from recipes.shared.cli import run_cli
+from recipes.shared.errors import RecipeError
+from recipes.shared.preflight import check_wandb
+from recipes.shared.runs import weights_problem
+from recipes.shared.snapshots import MODELS_DIR, finished_snapshots
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = eval_cvbench.DEFAULT_CONFIG

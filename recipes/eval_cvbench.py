@@ -17,18 +17,18 @@ here saves its processor the same way, so the default reproduces both; ``--min_p
 Every option: `recipes/evaluation/config.py`; command-line flags override the config.
 
 ``--dataset`` is a hub id (``nyu-visionx/CV-Bench``, split ``test``), a parquet file, or a folder in CV-Bench's
-schema; ``python -m data_prep.synthetic --kind cvbench`` writes one offline. The prompt is a CV-Bench template of
-`recipes/prompts.py` (``EVAL_TEMPLATES``) around the row's ``prompt`` column.
+schema; ``python -m data_prep.fixtures.synthetic --kind cvbench`` writes one offline. The prompt is a CV-Bench template
+of `recipes/shared/prompts.py` (``EVAL_TEMPLATES``) around the row's ``prompt`` column.
 
 Outputs in ``--output_dir``: ``predictions.jsonl`` (one line per row: the prompt as rendered, the response, the
 extracted answer, both verdicts), ``summary.json`` and ``summary.md`` (accuracy as the paper computed it, the official
 score, per task/source/type, and what they were computed under: model fingerprint, prompt with a rendered example,
 resolution applied, skipped rows, data errors), ``run_config.json`` (the run key) and ``provenance.json`` (the
-folder's record, `recipes.provenance`: kind ``cvbench-eval``, defined by the run key's id, the files the evaluation
-owns). One evaluation writes a folder at a time: a second one started into it is refused (``provenance.sole_writer``).
-A folder holding files and no record, a file, the model's own folder, or the output folder of a training run is
-refused before the model is loaded; ``--overwrite_output_dir true`` deletes exactly the files the record owns.
-Each prediction is appended
+folder's record, `recipes.shared.provenance`: kind ``cvbench-eval``, defined by the run key's id, the files the
+evaluation owns). One evaluation writes a folder at a time: a second one started into it is refused
+(``provenance.sole_writer``). A folder holding files and no record, a file, the model's own folder, or the output
+folder of a training run is refused before the model is loaded; ``--overwrite_output_dir true`` deletes exactly the
+files the record owns. Each prediction is appended
 and flushed as soon as it is made: re-running the same command scores only the rows still missing and gives the same
 summary as an uninterrupted run (greedy decoding; batched and one-at-a-time generation agree on CPU in float32, as
 tested; in bf16 on GPUs a different batch composition can flip near-tied tokens). Predictions are resumed only under
@@ -73,17 +73,17 @@ from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from trl import TrlParser
 
-from recipes import provenance
-from recipes.cli import run_cli
-from recipes.errors import RecipeError
 from recipes.evaluation.config import EvalArguments, check_arguments
 from recipes.evaluation.data import check_prompts, dataset_fingerprint, dataset_revision, load_cvbench, row_metadata
 from recipes.evaluation.fingerprint import is_adapter, local_model_folder, model_fingerprint, run_key
 from recipes.evaluation.generation import load_processor, make_generator, predict_rows, prediction_record
 from recipes.evaluation.output import OutputDir, check_output_folder
 from recipes.evaluation.summary import official_score, summarize, summary_markdown
-from recipes.models import check_model_available
-from recipes.prompts import PromptTemplate, render
+from recipes.shared import provenance
+from recipes.shared.cli import run_cli
+from recipes.shared.errors import RecipeError
+from recipes.shared.models import check_model_available
+from recipes.shared.prompts import PromptTemplate, render
 from rewards.cvbench import extract_answer, gold_option, score_response, score_response_strict
 
 __all__ = [  # the scorer and the official score, promised to users as importable from here (README)
@@ -155,7 +155,7 @@ def main(args: EvalArguments) -> dict | None:
 @contextlib.contextmanager
 def sole_writer(state: PartialState, output_dir: str) -> Iterator[None]:
     """The main process holds ``output_dir`` for every process of this evaluation; a second evaluation started
-    into it meanwhile is refused in all its processes (`recipes.provenance.sole_writer`)."""
+    into it meanwhile is refused in all its processes (`recipes.shared.provenance.sole_writer`)."""
     with contextlib.ExitStack() as held:
         refused = [None]
         if state.is_main_process:

@@ -6,7 +6,8 @@
 
 Every hyper-parameter lives in the YAML (`recipes/configs/paper/grpo_base.yaml` when no --config is given);
 command-line flags override it. The trainer is TRL's `GRPOTrainer`, unmodified: the paper's behaviour comes from
-its settings (loss_type "grpo", beta 0.04, ...), the role-free base prompt (`recipes/prompts.py`) and the rewards.
+its settings (loss_type "grpo", beta 0.04, ...), the role-free base prompt (`recipes/shared/prompts.py`) and the
+rewards.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import logging
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
-from recipes.args import RecipeArguments
-from recipes.batch import check_master_weights
-from recipes.callbacks import log_prompt_ids
-from recipes.cli import RecipeError, run_cli
-from recipes.common import attach_callbacks, prepare
-from recipes.data import log_prompts
-from recipes.models import load_model, peft_config_for
-from recipes.run_folder import check_run, claim, train_and_save
+from recipes.shared.args import RecipeArguments
+from recipes.shared.batch import check_master_weights
+from recipes.shared.callbacks import log_prompt_ids
+from recipes.shared.cli import RecipeError, run_cli
+from recipes.shared.data import log_prompts
+from recipes.shared.models import load_model, peft_config_for
+from recipes.shared.prepare import attach_callbacks, prepare
+from recipes.shared.run_folder import check_run, claim, train_and_save
 from rewards import get_reward_funcs
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ The training code is the base recipe's (`recipes/grpo_base.py`): the experiments
 (model id, ``prompt_template: instruct``), so there is one GRPO code path to test and to trust.
 """
 
-from recipes.cli import run_cli
 from recipes.grpo_base import main, make_parser
+from recipes.shared.cli import run_cli
 
 DEFAULT_CONFIG = "paper/grpo_instruct.yaml"
 

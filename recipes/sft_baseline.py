@@ -7,7 +7,7 @@ As in the paper, the base weights get the instruct model's chat template (``chat
 target is the bare correct answer; the data is in TRL's prompt-completion form. Two losses, chosen in the YAML:
 
 * ``sft_loss: paper`` (``configs/paper/sft_baseline.yaml``): the paper's — the whole rendered sequence, padding and
-  the vision special tokens masked, a token mean per sequence averaged over sequences (`recipes/sft_loss.py`).
+  the vision special tokens masked, a token mean per sequence averaged over sequences (`recipes/shared/sft_loss.py`).
 * ``sft_loss: trl`` with ``completion_only_loss: true`` (``configs/paper/sft_baseline_answer_only.yaml``): TRL's
   completion-only loss, the answer and the ``<|im_end|>`` that closes it; what is given at test time carries none.
 """
@@ -18,14 +18,14 @@ import logging
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
-from recipes.args import RecipeArguments
-from recipes.batch import check_master_weights
-from recipes.cli import run_cli
-from recipes.common import attach_callbacks, prepare
-from recipes.data import log_prompts
-from recipes.models import load_model, peft_config_for
-from recipes.run_folder import check_run, claim, train_and_save
-from recipes.sft_loss import PaperSFTLoss
+from recipes.shared.args import RecipeArguments
+from recipes.shared.batch import check_master_weights
+from recipes.shared.cli import run_cli
+from recipes.shared.data import log_prompts
+from recipes.shared.models import load_model, peft_config_for
+from recipes.shared.prepare import attach_callbacks, prepare
+from recipes.shared.run_folder import check_run, claim, train_and_save
+from recipes.shared.sft_loss import PaperSFTLoss
 
 logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = "paper/sft_baseline.yaml"

@@ -49,7 +49,8 @@ __all__ = [
 
 
 def option(options: Any, name: str, default: Any = None) -> Any:
-    """The parsed option ``name`` (a `recipes.args.RecipeArguments` field); ``default`` when absent or ``None``."""
+    """The parsed option ``name`` (a `recipes.shared.args.RecipeArguments` field); ``default`` when absent or
+    ``None``."""
     value = getattr(options, name, None)
     return default if value is None else value
 
@@ -177,7 +178,8 @@ def get_reward_funcs(
     """Build the configured rewards, in order, with their weights (the defaults unless ``weights`` is given).
 
     Args:
-        options: the recipe's parsed options (`recipes.args.RecipeArguments`): ``reward_funcs`` holds the names, and
+        options: the recipe's parsed options (`recipes.shared.args.RecipeArguments`): ``reward_funcs`` holds the names,
+        and
             each registered reward reads its own parameters there (``accuracy_mode``, ``accuracy_requires_format``,
             ``length_scale``; unset or ``None`` = the default). Or just the names (a string or a list), every
             parameter at its default. A name is a `REWARD_NAMES` entry or an importable reward function as

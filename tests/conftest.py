@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory):
     """A tiny random Qwen2-VL with no chat template (the base-model stand-in)."""
-    from data_prep.tiny_model import build_tiny_model
+    from data_prep.fixtures.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-base"
     build_tiny_model(out, variant="base", seed=0)
@@ -32,7 +32,7 @@ def tiny_base_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_instruct_dir(tmp_path_factory):
     """A tiny random Qwen2-VL with a Qwen2-VL-style chat template (the instruct stand-in)."""
-    from data_prep.tiny_model import build_tiny_model
+    from data_prep.fixtures.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("models") / "tiny-instruct"
     build_tiny_model(out, variant="instruct", seed=0)
@@ -42,7 +42,7 @@ def tiny_instruct_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sat_parquet(tmp_path_factory):
     """64 synthetic rows in SAT's exact schema (single- and two-image rows)."""
-    from data_prep.synthetic import write_synthetic
+    from data_prep.fixtures.synthetic import write_synthetic
 
     out = tmp_path_factory.mktemp("data") / "sat.parquet"
     write_synthetic("sat", rows=64, seed=0, output=out)
@@ -52,7 +52,7 @@ def sat_parquet(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cvbench_parquet(tmp_path_factory):
     """48 synthetic rows in CV-Bench's exact schema."""
-    from data_prep.synthetic import write_synthetic
+    from data_prep.fixtures.synthetic import write_synthetic
 
     out = tmp_path_factory.mktemp("data") / "cvbench.parquet"
     write_synthetic("cvbench", rows=48, seed=0, output=out)

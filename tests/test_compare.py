@@ -1,4 +1,5 @@
-"""`recipes.compare` on hand-made run folders: arms over seeds, mixed logging steps, missing metrics, bad inputs.
+"""`recipes.report.compare` on hand-made run folders: arms over seeds, mixed logging steps, missing metrics, bad
+inputs.
 
 `tests/test_dashboards.py` runs it on real runs (the tiny ablation suite); here every log history is written by hand,
 except one real `transformers.Trainer` run logged to W&B offline.
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes import compare
-from recipes.compare import (
+from recipes.report import compare
+from recipes.report.compare import (
     BAND_NOTE,
     Arm,
     CompareError,
@@ -93,7 +94,7 @@ def seeded_run(root: Path, arm: str, seed: int, steps=range(1, 11), config: bool
         for s in steps
     ]
     write_state(folder, history)
-    if config:  # what the recipes write (recipes/runs.py), under a folder that has since moved
+    if config:  # what the recipes write (recipes/shared/runs.py), under a folder that has since moved
         text = f"output_dir: /elsewhere/seed{seed}/{arm}\nseed: {seed}\nrun_name: {arm}-tiny-seed{seed}\n"
         (folder / "resolved_config.yaml").write_text(text)
     return folder
@@ -374,7 +375,7 @@ def test_a_wandb_offline_run_compares_through_its_own_log_history(tmp_path, monk
             return {"loss": ((self.w * x - labels) ** 2).mean()}
 
     run_dir = tmp_path / "suite" / "grpo_base"
-    monkeypatch.setenv("WANDB_DIR", str(run_dir))  # as recipes/callbacks.py:setup_reporting does
+    monkeypatch.setenv("WANDB_DIR", str(run_dir))  # as recipes/shared/callbacks.py:setup_reporting does
     monkeypatch.setenv("WANDB_RUN_GROUP", "suite")
     monkeypatch.setenv("WANDB_TAGS", "experiment:grpo_base,seed:5")
     run_dir.mkdir(parents=True)

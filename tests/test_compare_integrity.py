@@ -1,4 +1,4 @@
-"""`recipes.compare` counts only what belongs to a run: its own CV-Bench score, its divergence, its real seeds.
+"""`recipes.report.compare` counts only what belongs to a run: its own CV-Bench score, its divergence, its real seeds.
 
 * A CV-Bench summary counts for a run only when it was computed from the run folder's final weights and covers the
   whole dataset; anything else is shown, marked with the reason, and kept out of every mean.
@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.compare import DIVERGED_LABEL, Arm, build_arms, load_run_dir, main, make_figure, write_report
+from recipes.report.compare import DIVERGED_LABEL, Arm, build_arms, load_run_dir, main, make_figure, write_report
 from tests.test_compare import cell, grpo_entry, write_cvbench, write_state
 
 
 def run_folder(root: Path, name: str, seed: int, history: list[dict] | None = None, **training) -> Path:
-    """A run folder as the recipes leave it: log history and resolved_config.yaml (sections, as recipes/runs.py)."""
+    """A run folder as the recipes leave it: log history and resolved_config.yaml (sections, as
+    recipes/shared/runs.py)."""
     folder = root / f"seed{seed}" / name
     write_state(folder, history or [grpo_entry(s) for s in range(1, 6)])
     config = {
@@ -100,7 +101,7 @@ def test_a_real_evaluation_counts_until_the_run_is_trained_further(tiny_base_dir
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from data_prep.synthetic import write_synthetic
+    from data_prep.fixtures.synthetic import write_synthetic
     from recipes.eval_cvbench import EvalArguments
     from recipes.eval_cvbench import main as evaluate
 

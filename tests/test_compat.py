@@ -1,7 +1,8 @@
-"""The upstream bugs `recipes.compat` works around, demonstrated on the installed libraries with real components.
+"""The upstream bugs `recipes.shared.compat` works around, demonstrated on the installed libraries with real
+components.
 
 Each bug test passes only while the bug exists. When an upgrade makes one fail, upstream has fixed it: delete the
-workaround from recipes/compat.py together with its tests. When an upgrade leaves the bug in place but moves the
+workaround from recipes/shared/compat.py together with its tests. When an upgrade leaves the bug in place but moves the
 library out of the workaround's version range, `test_each_workaround_covers_the_installed_version` fails: extend the
 range (after checking the workaround still holds).
 """
@@ -22,10 +23,11 @@ from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
 from trl import GRPOTrainer
 from trl.trainer.utils import strip_images_from_messages
 
-from recipes import compat, grpo_base
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.common import prepare
-from recipes.models import load_model
+from recipes import grpo_base
+from recipes.shared import compat
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.models import load_model
+from recipes.shared.prepare import prepare
 from rewards import get_reward_funcs
 
 WORKAROUNDS = {
@@ -40,7 +42,7 @@ def test_each_workaround_covers_the_installed_version(name):
     workaround = WORKAROUNDS[name]
     assert workaround.applies(), (
         f"{workaround.package} {workaround.installed()} is outside {name}'s range {workaround.affected}: if its bug "
-        "test still passes, the bug is still there: extend the range in recipes/compat.py; otherwise drop it"
+        "test still passes, the bug is still there: extend the range in recipes/shared/compat.py; otherwise drop it"
     )
 
 
@@ -160,7 +162,7 @@ report = {
     "compatible": deepspeed.ops.__compatible_ops__.get("deepspeed_shm_comm"),
     "eager": "build_shm_op()" in inspect.getsource(comm.TorchBackend.__init__),
 }
-from recipes.compat import skip_deepspeed_shm_op
+from recipes.shared.compat import skip_deepspeed_shm_op
 skip_deepspeed_shm_op()
 report["built_after_workaround"] = comm.build_shm_op() is not None
 print(json.dumps(report))

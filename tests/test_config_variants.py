@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from recipes import grpo_base
-from recipes.batch import derive_accumulation
-from recipes.cli import CONFIG_DIR
+from recipes.shared.batch import derive_accumulation
+from recipes.shared.cli import CONFIG_DIR
 
 # Completions per generation batch that give 4 optimizer steps per generation: 4 x (prompts per step x G).
 OFF_POLICY = {"paper": 4 * 8 * 8, "tiny": 4 * 2 * 4}

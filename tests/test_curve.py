@@ -1,5 +1,5 @@
 """CV-Bench along training: model snapshots written by a real TRL run, evaluated by the curve command, logged to the
-run's own (offline) W&B run, drawn by recipes.compare; --watch beside a training process."""
+run's own (offline) W&B run, drawn by recipes.report.compare; --watch beside a training process."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoProcessor
 
-from recipes import eval_curve, grpo_base, provenance
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.compare import Arm, load_run_dir, make_figure
-from recipes.curve import CURVE_DIR, WandbCurve, curve_points, find_wandb_run, wandb_project
-from recipes.errors import RecipeError
+from recipes import eval_curve, grpo_base
+from recipes.evaluation.curve import CURVE_DIR, WandbCurve, curve_points, find_wandb_run, wandb_project
+from recipes.report.compare import Arm, load_run_dir, make_figure
+from recipes.shared import provenance
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.errors import RecipeError
 
 STEPS = 3
 EVAL = ("--config", str(CONFIG_DIR / "eval/tiny.yaml"), "--limit", "6", "--max_new_tokens", "4", "--batch_size", "6")

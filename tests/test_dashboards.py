@@ -18,8 +18,8 @@ import pytest
 from datasets import load_from_disk
 
 from recipes import grpo_base, sft_baseline
-from recipes.callbacks import PROMPT_ID_COLUMN, trajectory_rows
-from recipes.cli import CONFIG_DIR, REPO_ROOT, run_cli
+from recipes.shared.callbacks import PROMPT_ID_COLUMN, trajectory_rows
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT, run_cli
 
 EXPERIMENTS = ("grpo_base", "grpo_instruct", "sft_baseline", "grpo_base_length")
 GRPO = ("grpo_base", "grpo_instruct", "grpo_base_length")
@@ -147,7 +147,8 @@ def test_the_report_holds_every_run_and_its_cvbench_result(suite):
     assert len(rows) == len(EXPERIMENTS)
     for experiment in EXPERIMENTS:
         (row,) = [row for row in rows if f"<td>{experiment}</td>" in row]
-        # EVAL_LIMIT=8 of the 48 rows: each summary is shown, but marked and kept out of the means (recipes.compare).
+        # EVAL_LIMIT=8 of the 48 rows: each summary is shown, but marked and kept out of the means
+        # (recipes.report.compare).
         assert "no CV-Bench summary" not in row and "--limit subset (8 of 48 rows)" in row
         assert f"CV-Bench summary of {experiment} — NOT COUNTED" in page
     (sft_row,) = [row for row in rows if "<td>sft_baseline</td>" in row]

@@ -14,10 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("recipes", "rewards", "data_prep")
 TOP = ("recipes", "rewards", "data_prep", "launch", "tests", "benchmarks")
-# `recipes/runs.py`, `launch/lib.sh`, `recipes/configs/paper/{grpo_base,grpo_instruct}_vllm.yaml`,
+# `recipes/shared/runs.py`, `launch/lib.sh`, `recipes/configs/paper/{grpo_base,grpo_instruct}_vllm.yaml`,
 # `data_prep/files.py:write_atomic`; a path with a placeholder (<name>, a|b) stands for many and is not checked.
 PATH = re.compile(r"(?<![\w/.-])((?:" + "|".join(TOP) + r")/[\w./{},*-]*[\w}*])(?::(\w+))?")
-# `recipes.compare`, `python -m data_prep.sat`, `recipes.evaluation.fingerprint:run_key`
+# `recipes.report.compare`, `python -m data_prep.sat`, `recipes.evaluation.fingerprint:run_key`
 METRIC_ENDINGS = ("/", "/mean", "/std", "/min", "/max")  # W&B keys such as rewards/accuracy_reward/mean are no paths
 DOTTED = re.compile(r"(?<![\w/.-])((?:" + "|".join(PACKAGES) + r")(?:\.\w+)+)(?::(\w+))?")
 
@@ -123,8 +123,8 @@ def test_the_docs_name_things_that_exist():
 @pytest.mark.parametrize(
     ("ref", "name", "ok"),
     [
-        ("recipes/provenance.py", "delete_owned", True),
-        ("recipes/provenance.py", "no_such_function", False),
+        ("recipes/shared/provenance.py", "delete_owned", True),
+        ("recipes/shared/provenance.py", "no_such_function", False),
         ("recipes/configs/paper/{grpo_base,grpo_instruct}.yaml", None, True),
         ("recipes/configs/paper/{grpo_base,nothing}.yaml", None, False),
         ("launch/lib.sh", "die", True),
@@ -135,6 +135,6 @@ def test_the_path_check_can_fail(ref, name, ok):
 
 
 def test_the_module_check_can_fail():
-    assert dotted_problem("recipes.provenance", "delete_owned") is None
-    assert dotted_problem("recipes.provenance", "nothing") is not None
+    assert dotted_problem("recipes.shared.provenance", "delete_owned") is None
+    assert dotted_problem("recipes.shared.provenance", "nothing") is not None
     assert dotted_problem("recipes.nothing_here", None) is not None

@@ -24,7 +24,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recipes.cli import CONFIG_DIR, REPO_ROOT, RecipeError, run_cli
 from recipes.eval_cvbench import (
     DEFAULT_CONFIG,
     EvalArguments,
@@ -37,12 +36,13 @@ from recipes.eval_cvbench import (
 )
 from recipes.evaluation.output import OutputDir
 from recipes.evaluation.summary import summarize
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT, RecipeError, run_cli
 
 LR = ["left", "right"]
 COUNTS = ["0", "1", "2", "3", "4"]
 OBJECTS = ["red triangle", "blue circle"]
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
-# The paper's base prompt, written out independently of recipes/prompts.py (REFERENCE §1).
+# The paper's base prompt, written out independently of recipes/shared/prompts.py (REFERENCE §1).
 PAPER_BASE_PROMPT = (
     "A conversation between User and Assistant. The user asks a question about the image, and the Assistant solves "
     "it. The assistant first thinks about the reasoning process in the mind and then provides the user with the "
@@ -534,7 +534,7 @@ def write_cvbench(path: Path, rows: int, change=None, **kwargs) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data_prep.synthetic import write_synthetic
+    from data_prep.fixtures.synthetic import write_synthetic
 
     write_synthetic("cvbench", rows=rows, seed=0, output=path, **kwargs)
     if change is not None:
@@ -681,7 +681,7 @@ def test_every_eval_config_parses_and_names_its_command(config):
 
 
 def test_the_paper_preset_is_the_default_config():
-    from recipes.cli import default_config_args
+    from recipes.shared.cli import default_config_args
 
     argv = default_config_args(["--model_name_or_path", "m", "--output_dir", "d"], DEFAULT_CONFIG)
     (args,) = make_parser().parse_args_and_config(argv)
@@ -715,7 +715,7 @@ def test_a_yaml_config_works_like_the_other_recipes(tmp_path):
 def test_a_missing_dataset_names_the_synthetic_data_command(dataset, tiny_base_dir, tmp_path):
     with pytest.raises(RecipeError) as err:
         evaluate(tiny_base_dir, dataset, tmp_path / "e")
-    assert "python -m data_prep.synthetic --kind cvbench" in str(err.value)
+    assert "python -m data_prep.fixtures.synthetic --kind cvbench" in str(err.value)
     assert "launch/quickstart.sh" in str(err.value)
     assert not (tmp_path / "e").exists()
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from recipes import provenance
-from recipes.cli import REPO_ROOT, RecipeError, run_cli
 from recipes.eval_cvbench import DEFAULT_CONFIG, EvalArguments, main, make_parser
+from recipes.shared import provenance
+from recipes.shared.cli import REPO_ROOT, RecipeError, run_cli
 from tests.test_eval_cvbench import write_cvbench
 
 QUICK = {"limit": 2, "max_new_tokens": 2}
@@ -153,7 +153,7 @@ def test_a_second_evaluation_into_a_folder_being_written_is_refused(tiny_base_di
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom recipes.provenance import sole_writer\n"
+            "import sys, time\nfrom recipes.shared.provenance import sole_writer\n"
             "with sole_writer(sys.argv[1], 'a CV-Bench evaluation'):\n    print('held', flush=True)\n"
             "    time.sleep(120)\n",
             str(out),

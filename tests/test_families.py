@@ -16,12 +16,12 @@ from PIL import Image
 from test_launch import check_zero3_run, launch_two_ranks
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from data_prep.tiny_model import build_tiny_model
+from data_prep.fixtures.tiny_model import build_tiny_model
 from recipes import grpo_base, grpo_instruct, sft_baseline
-from recipes.cli import CONFIG_DIR
-from recipes.errors import RecipeError
-from recipes.models import load_processor
-from recipes.prompts import get_template, render
+from recipes.shared.cli import CONFIG_DIR
+from recipes.shared.errors import RecipeError
+from recipes.shared.models import load_processor
+from recipes.shared.prompts import get_template, render
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 UNIT = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32}  # patch size x merge size, written out independently

@@ -149,8 +149,8 @@ def test_the_row_count_comes_from_the_option_then_the_prep_report_then_the_estim
 @pytest.mark.parametrize("has_vllm", [False, True], ids=["generate", "vllm"])
 def test_the_training_stages_commands_parse_into_the_completions_per_step_they_are_measured_with(has_vllm, tmp_path):
     """The tokens/s figures multiply by completions per step: the stage commands must really generate that many."""
-    from recipes.batch import derive_accumulation
     from recipes.grpo_base import make_parser
+    from recipes.shared.batch import derive_accumulation
 
     plan = gpu_check.Plan(tmp_path, budget=300.0, hub="auto", train_rows=10_886, train_rows_source="test", gpu="0")
     commands = gpu_check.stage_commands(plan, has_vllm=has_vllm)

@@ -23,7 +23,7 @@ import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 from transformers import AutoModelForImageTextToText
 
-from recipes.cli import REPO_ROOT
+from recipes.shared.cli import REPO_ROOT
 
 LAUNCH = REPO_ROOT / "launch"
 SHELL_SCRIPTS = sorted([*LAUNCH.glob("*.sh"), *LAUNCH.glob("*.sbatch"), REPO_ROOT / ".ci" / "run"])
@@ -266,7 +266,7 @@ def check_zero3_run(result, out: Path, extensions: Path, model_dir: Path) -> Non
         assert torch.equal(param, trained[name]), name
         assert not torch.equal(param, initial[name]), f"{name} did not change"
 
-    # DeepSpeed compiled nothing, in particular not its shared-memory comm op (see recipes.compat).
+    # DeepSpeed compiled nothing, in particular not its shared-memory comm op (see recipes.shared.compat).
     assert not (extensions / SHM_OP).exists()
     assert not extensions.exists() or not any(extensions.iterdir())
 

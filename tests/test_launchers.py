@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from test_provenance import tree_hashes
 
-from recipes.cli import REPO_ROOT
-from recipes.prompts import EVAL_TEMPLATES, TEMPLATES
+from recipes.shared.cli import REPO_ROOT
+from recipes.shared.prompts import EVAL_TEMPLATES, TEMPLATES
 
 LAUNCH = REPO_ROOT / "launch"
 QUICKSTART = LAUNCH / "quickstart.sh"
@@ -209,9 +209,9 @@ def test_quickstart_keeps_each_seed_in_its_own_folder(tmp_path):
     steps = commands(result.stdout)
     # The three inputs are built side by side, the records as soon as the raw SAT rows exist.
     assert [(c[2], flag(c, "--kind") if "--kind" in c else "") for c in steps[:4]] == [
-        ("data_prep.synthetic", "sat"),
-        ("data_prep.synthetic", "cvbench"),
-        ("data_prep.tiny_model", ""),
+        ("data_prep.fixtures.synthetic", "sat"),
+        ("data_prep.fixtures.synthetic", "cvbench"),
+        ("data_prep.fixtures.tiny_model", ""),
         ("data_prep.sat", ""),
     ]
     # One training process: the recipe itself, not accelerate's launcher starting a second Python.
@@ -331,7 +331,8 @@ def test_quickstart_failure_shows_the_end_of_the_failing_log_and_keeps_its_exit_
     """A stage that fails: its log's last lines on the console, its exit status kept, the other stages stopped."""
     fake = tmp_path / "python"
     fake.write_text(
-        f"#!/bin/sh\ncase \"$*\" in *data_prep.tiny_model*) echo 'a line of the builder'; echo 'out of memory' >&2; "
+        f"#!/bin/sh\ncase \"$*\" in *data_prep.fixtures.tiny_model*) echo 'a line of the builder'; "
+        "echo 'out of memory' >&2; "
         f'exit 7;; *) exec {sys.executable} "$@";; esac\n'
     )
     fake.chmod(0o755)
@@ -378,7 +379,7 @@ def test_tiny_paper_suite_plan(tmp_path):
     result = launch(ABLATIONS, "--max_steps", "2", cwd=tmp_path, TINY="1", OUT="suite", DRY_RUN="1")
     assert result.returncode == 0, result.stderr
     steps = commands(result.stdout)
-    builds = [c for c in steps if c[1:3] == ["-m", "data_prep.tiny_model"]]
+    builds = [c for c in steps if c[1:3] == ["-m", "data_prep.fixtures.tiny_model"]]
     assert [(flag(c, "--output"), flag(c, "--variant")) for c in builds] == [
         (str(out / "data" / "tiny-base"), "base"),
         (str(out / "data" / "tiny-instruct"), "instruct"),
@@ -401,7 +402,7 @@ def test_tiny_families_suite_builds_one_tiny_model_per_family(tmp_path):
         pytest.skip("the tiny family configs are not in this checkout yet")
     result = launch(ABLATIONS, cwd=tmp_path, SUITE="families", TINY="1", OUT="suite", DRY_RUN="1")
     assert result.returncode == 0, result.stderr
-    builds = [c for c in commands(result.stdout) if c[1:3] == ["-m", "data_prep.tiny_model"]]
+    builds = [c for c in commands(result.stdout) if c[1:3] == ["-m", "data_prep.fixtures.tiny_model"]]
     assert [(c[c.index("--arch") + 1] if "--arch" in c else "qwen2_vl", flag(c, "--variant")) for c in builds] == [
         ("qwen2_vl", "instruct"),
         ("qwen2_5_vl", "instruct"),

@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLConfig
 
 from recipes import grpo_base, sft_baseline
-from recipes.cli import CONFIG_DIR
-from recipes.errors import RecipeError
-from recipes.models import load_for_inference, lora_coverage, peft_config_for
-from recipes.prompts import render
+from recipes.shared.cli import CONFIG_DIR
+from recipes.shared.errors import RecipeError
+from recipes.shared.models import load_for_inference, lora_coverage, peft_config_for
+from recipes.shared.prompts import render
 
 LENGTH = ("--reward_funcs", "accuracy", "format", "length", "reflection", "--reward_weights", "1", "1", "1", "0")
 LLM_AND_VISION = ("--lora_target_modules", "q_proj", "v_proj", "qkv")  # qkv: the vision tower's attention

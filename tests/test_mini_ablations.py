@@ -3,7 +3,7 @@ one shortened suite (one seed, two arms, few steps) in which GRPO must raise hel
 
 The stage tests run real processes (one-line Python commands standing in for the recipes, so that they take
 seconds); the aggregation tests build runs with known log histories and check every number the summary, the Markdown
-table and the `recipes.compare` report give for them. The slow test runs the real launcher, recipes and scoring.
+table and the `recipes.report.compare` report give for them. The slow test runs the real launcher, recipes and scoring.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from test_provenance import tree_hashes
 
-from recipes import mini_ablations, provenance
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.compare import aggregate
-from recipes.mini_ablations import ARMS, OOD_FILE, Settings, finish, report_arms, summary_table
-from recipes.mini_runs import KIND, Stage, StageError, config_definition, plan, run_stages
+from recipes.mini import ablations as mini_ablations
+from recipes.mini.ablations import ARMS, OOD_FILE, Settings, finish, report_arms, summary_table
+from recipes.mini.runs import KIND, Stage, StageError, config_definition, plan, run_stages
+from recipes.report.compare import aggregate
+from recipes.shared import provenance
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 
 LAUNCHER = REPO_ROOT / "launch" / "mini_ablations.sh"
 START_OVER = "START OVER HERE"

@@ -3,7 +3,8 @@ run keying (nothing made with another seed or config is reused), and one shorten
 which GRPO must raise held-out accuracy on the colour question by 25 points or more.
 
 The end-to-end test is the project's strongest regression test: if data, prompts, rewards or training break, GRPO
-stops raising accuracy. It takes a few minutes of CPU (see `CI_ENV`); the full experiment is in recipes/MINI_R1.md.
+stops raising accuracy. It takes a few minutes of CPU (see `CI_ENV`); the full experiment is in
+recipes/mini/MINI_R1.md.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 import pytest
 from test_provenance import tree_hashes
 
+from data_prep.fixtures.synthetic import write_synthetic
 from data_prep.sat import convert
-from data_prep.synthetic import write_synthetic
-from recipes import grpo_base, provenance, sft_baseline
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.heldout import HeldoutAccuracyCallback
-from recipes.mini_r1 import REPORT_KIND, build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
-from recipes.mini_runs import KIND, StageError, start_over
+from recipes import grpo_base, sft_baseline
+from recipes.mini.r1 import REPORT_KIND, build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
+from recipes.mini.runs import KIND, StageError, start_over
+from recipes.shared import provenance
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.heldout import HeldoutAccuracyCallback
 
 LAUNCHER = REPO_ROOT / "launch" / "mini_r1.sh"
 SFT_TARGET = " The image shows a shape. </think><answer> {answer} </answer><|endoftext|>"
@@ -73,7 +75,7 @@ def test_heldout_accuracy_is_logged_at_start_every_n_steps_and_at_the_end(
     # The training metrics keep their own entries (the held-out log does not flush them into its entry).
     assert all("rewards/accuracy_reward/mean" not in e for e in trainer.state.log_history if "heldout/accuracy" in e)
     assert sum("rewards/accuracy_reward/mean" in e for e in trainer.state.log_history) == max_steps
-    # The recipes keep the log history in the run folder, where `recipes.mini_r1 report` reads it.
+    # The recipes keep the log history in the run folder, where `recipes.mini.r1 report` reads it.
     assert series(json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"], "heldout/accuracy")
 
 
@@ -168,7 +170,7 @@ def test_sft_completions_through_the_plain_template_end_with_eos(tiny_base_dir, 
     """Stage A's target: the fixed think text and the answer, then the EOS the role-free template cannot add."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-    from recipes.common import prepare
+    from recipes.shared.prepare import prepare
 
     config = CONFIG_DIR / "mini/sft_shape.yaml"
     argv = ["--config", str(config), "--model_name_or_path", str(tiny_base_dir)]

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from fixtures.cli import run_in_process
 
-from recipes import grpo_base, provenance
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.run_folder import KIND
+from recipes import grpo_base
+from recipes.shared import provenance
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.run_folder import KIND
 
 USER_FILES = {
     "reference.safetensors": b"the user's reference weights",

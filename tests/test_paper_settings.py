@@ -14,10 +14,10 @@ import yaml
 from transformers import AutoModelForImageTextToText
 
 from recipes import grpo_base, sft_baseline
-from recipes.batch import accumulation_for, derive_accumulation
-from recipes.cli import CONFIG_DIR
-from recipes.errors import RecipeError
-from recipes.sft_loss import SequenceMeanLoss, VisionTokenMaskingCollator
+from recipes.shared.batch import accumulation_for, derive_accumulation
+from recipes.shared.cli import CONFIG_DIR
+from recipes.shared.errors import RecipeError
+from recipes.shared.sft_loss import SequenceMeanLoss, VisionTokenMaskingCollator
 
 PAPER_GRPO = {
     # generation
@@ -170,7 +170,7 @@ def test_bf16_parameters_without_master_weights_are_refused_before_training(tiny
 def test_the_paper_sft_loss_masks_padding_and_vision_tokens_and_weighs_sequences_equally(
     tiny_base_dir, sat_records_dir, tmp_path
 ):
-    from recipes.common import prepare
+    from recipes.shared.prepare import prepare
 
     script_args, args, model_args = tiny(
         sft_baseline, "tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, tmp_path
@@ -213,7 +213,7 @@ def test_the_paper_sft_recipe_trains_every_parameter(tiny_base_dir, sat_records_
 
 
 def test_the_paper_sft_loss_with_completion_only_loss_is_refused(tiny_base_dir, sat_records_dir, tmp_path):
-    from recipes.common import prepare
+    from recipes.shared.prepare import prepare
 
     args = tiny(
         sft_baseline,

@@ -1,4 +1,5 @@
-"""Checks before the model loads (recipes/preflight.py): W&B, hub pushing, disk; and the disk estimate's figures.
+"""Checks before the model loads (recipes/shared/preflight.py): W&B, hub pushing, disk; and the disk estimate's
+figures.
 
 The refusals are tested through the recipes' own `main`/`prepare` with the real parser, processor and data; the
 estimate against the bytes a real tiny run writes (real TRL trainer, real checkpoints and snapshots).
@@ -15,10 +16,10 @@ from fixtures.shapes import QWEN2_VL_2B
 from transformers import Qwen2VLConfig
 
 from recipes import grpo_base
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.common import prepare
-from recipes.errors import RecipeError
-from recipes.preflight import check_hub, check_wandb, count_parameters, estimate_disk, size
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.errors import RecipeError
+from recipes.shared.preflight import check_hub, check_wandb, count_parameters, estimate_disk, size
+from recipes.shared.prepare import prepare
 
 # Rows of the paper's SAT subset assumed for the figure (not measured here: no hub access). 10,800 rows give
 # 1,350 steps an epoch at 8 prompts a step, 2,700 in 2 epochs: the ~27 checkpoints of REFERENCE.md's audit.
@@ -212,7 +213,7 @@ def test_bad_model_save_options_are_refused_before_anything_loads(tiny_base_dir,
 
 def test_the_start_log_states_the_estimate(tiny_base_dir, sat_records_dir, tmp_path, caplog):
     args = parse(*argv(tiny_base_dir, sat_records_dir, tmp_path / "run", "--report_to", "none"))
-    with caplog.at_level("INFO", logger="recipes.preflight"):
+    with caplog.at_level("INFO", logger="recipes.shared.preflight"):
         prepare(*args)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("disk: this run will write"))
     assert "30 steps" in line and "a checkpoint every 10 steps" in line and "free on" in line

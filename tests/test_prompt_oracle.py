@@ -22,9 +22,9 @@ from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from recipes import grpo_base, sft_baseline
-from recipes.cli import CONFIG_DIR, run_cli
-from recipes.common import prepare
-from recipes.prompts import EVAL_TEMPLATES, get_template, render
+from recipes.shared.cli import CONFIG_DIR, run_cli
+from recipes.shared.prepare import prepare
+from recipes.shared.prompts import EVAL_TEMPLATES, get_template, render
 
 # --- the paper's construction, restated ------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ def test_cvbench_prompts_are_the_papers_byte_for_byte(prompt_name, tiny_base_dir
     model_dir = tiny_base_dir if prompt_name.startswith("base") else tiny_instruct_dir
     template = get_template(prompt_name, evaluation=True)
     processor = AutoProcessor.from_pretrained(model_dir)
-    from recipes.prompts import set_chat_template
+    from recipes.shared.prompts import set_chat_template
 
     set_chat_template(processor, template)
     for row_prompt in rows["prompt"][:4]:
@@ -205,7 +205,7 @@ def test_clean_templates_drop_only_the_accidental_image_text(tiny_base_dir):
 
 
 def render_with(processor, name: str, source_text: str, num_images: int = 1) -> str:
-    from recipes.prompts import set_chat_template
+    from recipes.shared.prompts import set_chat_template
 
     template = get_template(name)
     set_chat_template(processor, template)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recipes import provenance
-from recipes.provenance import ProvenanceError
+from recipes.shared import provenance
+from recipes.shared.provenance import ProvenanceError
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -109,7 +109,7 @@ def test_one_writer_at_a_time(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from recipes.provenance import sole_writer\n"
+            "import sys, time; from recipes.shared.provenance import sole_writer\n"
             "with sole_writer(sys.argv[1], 'a test'):\n    print('held', flush=True); time.sleep(30)",
             str(tmp_path),
         ],

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from recipes import grpo_base, grpo_instruct, sft_baseline
-from recipes.cli import CONFIG_DIR, REPO_ROOT
-from recipes.prompts import TEMPLATES
+from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
+from recipes.shared.prompts import TEMPLATES
 
 PARSERS = {"grpo": grpo_base.make_parser, "sft": sft_baseline.make_parser}
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from recipes.args import RecipeArguments
+from recipes.shared.args import RecipeArguments
 from rewards import (
     DEFAULT_WEIGHTS,
     REFLECTION_PHRASES,
@@ -285,7 +285,7 @@ def test_length_scale_is_defined_once():
     # The registry's default is the paper's; every paper and tiny config that uses the length reward (the paper's
     # ablation) sets the same value. The mini experiment's ablations choose their own scale for their short answers.
 
-    from recipes.cli import CONFIG_DIR
+    from recipes.shared.cli import CONFIG_DIR
     from rewards.length import DEFAULT_LENGTH_SCALE
 
     assert DEFAULT_LENGTH_SCALE == 0.001
@@ -501,8 +501,8 @@ def test_a_dotted_path_that_cannot_be_a_reward_says_why(user_package, spec, mess
 
 def test_a_bad_reward_is_refused_at_parse_time_before_anything_loads(tmp_path):
     from recipes import grpo_base
-    from recipes.cli import CONFIG_DIR, validate_parsed
-    from recipes.errors import RecipeError
+    from recipes.shared.cli import CONFIG_DIR, validate_parsed
+    from recipes.shared.errors import RecipeError
 
     argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tmp_path / "none")]
     argv += ["--dataset_path", str(tmp_path / "none"), "--output_dir", str(tmp_path / "run")]
@@ -555,7 +555,7 @@ def test_the_readmes_add_a_reward_section_works_as_written(readme_reward):
 @pytest.mark.slow
 def test_the_readmes_reward_trains_and_is_logged(readme_reward, tiny_base_dir, sat_records_dir, tmp_path):
     from recipes import grpo_base
-    from recipes.cli import CONFIG_DIR
+    from recipes.shared.cli import CONFIG_DIR
 
     config = yaml.safe_load((CONFIG_DIR / "tiny/grpo_base.yaml").read_text())
     config.update(readme_reward)  # the section's two YAML lines, in a shipped config

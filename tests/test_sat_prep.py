@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 import data_prep.sat as sat
+from data_prep.fixtures.synthetic import SAT_FEATURES, write_synthetic
 from data_prep.images import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS, fit_encoded, fit_image, fitted_size, is_fixed_point
 from data_prep.sat import PrepError, convert, main, shuffled_options
 from data_prep.sat_output import LOCK_NAME, WORK_PREFIX
 from data_prep.schema import RECORD_FEATURES, user_text
 from data_prep.sources import SAT_REVISION
-from data_prep.synthetic import SAT_FEATURES, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -1,6 +1,6 @@
-"""The paper's SFT loss through TRL's own loss (recipes/sft_loss.py): the same values and updates as the loss written
-out (`SequenceMeanLoss`, the route through TRL 1.16's deprecated ``compute_loss_func`` it replaces), and the batch it
-cannot give refused before the model loads."""
+"""The paper's SFT loss through TRL's own loss (recipes/shared/sft_loss.py): the same values and updates as the loss
+written out (`SequenceMeanLoss`, the route through TRL 1.16's deprecated ``compute_loss_func`` it replaces), and the
+batch it cannot give refused before the model loads."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from transformers import AutoModelForImageTextToText, TrainerCallback
 from trl import SFTTrainer
 
 from recipes import sft_baseline
-from recipes.cli import CONFIG_DIR
-from recipes.common import prepare
-from recipes.errors import RecipeError
-from recipes.models import load_model
-from recipes.sft_loss import PaperSFTLoss, SequenceMeanLoss
+from recipes.shared.cli import CONFIG_DIR
+from recipes.shared.errors import RecipeError
+from recipes.shared.models import load_model
+from recipes.shared.prepare import prepare
+from recipes.shared.sft_loss import PaperSFTLoss, SequenceMeanLoss
 
 
 def parse(tiny_base_dir, sat_records_dir, out_dir, *extra: str):

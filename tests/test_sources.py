@@ -13,8 +13,8 @@ import pytest
 from data_prep.sat import convert, main
 from data_prep.sources import CVBENCH_REVISION, PINNED, SAT_REVISION, check_revision, revision_for
 from recipes import eval_cvbench
-from recipes.errors import RecipeError
 from recipes.evaluation.config import EvalArguments
+from recipes.shared.errors import RecipeError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

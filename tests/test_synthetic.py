@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from data_prep import scenes
-from data_prep.synthetic import KINDS, MINI_QUESTIONS, main, synthetic_question, write_synthetic
+from data_prep.fixtures import scenes
+from data_prep.fixtures.synthetic import KINDS, MINI_QUESTIONS, main, synthetic_question, write_synthetic
 
 NAME = re.compile(r"(red|green|blue|yellow|purple) (circle|square|triangle)")
 
@@ -293,7 +293,7 @@ def test_image_size_option(tmp_path):
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_path, monkeypatch):
-    import data_prep.synthetic as synthetic
+    import data_prep.fixtures.synthetic as synthetic
 
     target = tmp_path / "sat.parquet"
     target.write_bytes(b"previous content")

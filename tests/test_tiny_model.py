@@ -24,7 +24,7 @@ from transformers import (
     Qwen3VLProcessor,
 )
 
-from data_prep.tiny_model import ARCHS, SPECIAL_TOKENS, build_tiny_model, main
+from data_prep.fixtures.tiny_model import ARCHS, SPECIAL_TOKENS, build_tiny_model, main
 
 # Each family's real classes and image unit (patch size x merge size), written out independently of ARCHS.
 FAMILIES = {
@@ -96,7 +96,9 @@ def test_cli_refuses_to_overwrite_and_leaves_the_existing_folder(tmp_path):
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     result = subprocess.run(
-        [sys.executable, "-m", "data_prep.tiny_model", "--output", str(target)], capture_output=True, text=True
+        [sys.executable, "-m", "data_prep.fixtures.tiny_model", "--output", str(target)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "already exists" in result.stderr

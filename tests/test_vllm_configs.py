@@ -16,7 +16,7 @@ import yaml
 from trl import GRPOConfig
 
 from recipes import grpo_base, grpo_instruct
-from recipes.cli import CONFIG_DIR
+from recipes.shared.cli import CONFIG_DIR
 
 PAPER = CONFIG_DIR / "paper"
 # The paper's GRPO experiments (the main result and its two GRPO ablations); other GRPO configs need no twin.
@@ -115,7 +115,7 @@ def test_a_vllm_config_parses_to_the_same_training_as_its_base(config):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_use_vllm_without_vllm_installed_names_the_separate_environment(tiny_base_dir, sat_records_dir, tmp_path):
-    from recipes.errors import RecipeError
+    from recipes.shared.errors import RecipeError
 
     argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(tiny_base_dir)]
     argv += ["--dataset_path", str(sat_records_dir), "--output_dir", str(tmp_path / "run"), "--report_to", "none"]

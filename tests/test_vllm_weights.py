@@ -25,7 +25,7 @@ from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax
 
 from recipes import grpo_base
-from recipes.cli import CONFIG_DIR
+from recipes.shared.cli import CONFIG_DIR
 
 VLLM_CONFIGS = sorted((CONFIG_DIR / "paper").glob("*_vllm.yaml"))
 COMPLETIONS, LENGTH = 8, 24

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recipes.errors import RecipeError
-from recipes.prompts import EVAL_TEMPLATES, PromptTemplate, get_template
+from recipes.shared.errors import RecipeError
+from recipes.shared.prompts import EVAL_TEMPLATES, PromptTemplate, get_template
 
 BACKENDS = ("hf", "vllm")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -39,7 +39,8 @@ class EvalArguments:
     prompt: str = field(
         default="base",
         metadata={
-            "help": f"CV-Bench prompt template (recipes/prompts.py EVAL_TEMPLATES): {', '.join(EVAL_TEMPLATES)}.",
+            "help": "CV-Bench prompt template (recipes/shared/prompts.py EVAL_TEMPLATES): "
+            f"{', '.join(EVAL_TEMPLATES)}.",
             "choices": tuple(EVAL_TEMPLATES),
         },
     )

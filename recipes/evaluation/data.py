@@ -15,11 +15,13 @@ from PIL import Image as PILImage
 from data_prep.images import strict_loading, to_rgb
 from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
 from data_prep.sources import revision_for
-from recipes.cli import QUICKSTART
-from recipes.errors import RecipeError
+from recipes.shared.cli import QUICKSTART
+from recipes.shared.errors import RecipeError
 
 COLUMNS = ("idx", "type", "task", "image", "choices", "answer", "prompt", "source")
-SYNTHETIC_COMMAND = "python -m data_prep.synthetic --kind cvbench --rows 64 --seed 0 --output data/cvbench.parquet"
+SYNTHETIC_COMMAND = (
+    "python -m data_prep.fixtures.synthetic --kind cvbench --rows 64 --seed 0 --output data/cvbench.parquet"
+)
 
 
 def _missing_dataset_error(name: str, err: Exception | str) -> RecipeError:

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recipes.errors import RecipeError
-from recipes.runs import MODEL_FILES, check_model_folder
+from recipes.shared.errors import RecipeError
+from recipes.shared.runs import MODEL_FILES, check_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def local_model_folder(name_or_path: str, revision: str | None = None) -> Path:
 def check_adapter_base(folder: Path) -> None:
     """Refuse, before anything is read or written, a LoRA adapter whose base model cannot be found: a local base
     that moved is named, a hub id must be loadable (cached, or the hub reachable)."""
-    from recipes.models import check_model_available  # the models module imports torch and transformers
+    from recipes.shared.models import check_model_available  # the models module imports torch and transformers
 
     try:
         base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")

@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, GenerationConfig
 
 from data_prep.images import fit_image
-from recipes.errors import RecipeError
 from recipes.evaluation.config import EvalArguments
 from recipes.evaluation.data import open_image
 from recipes.evaluation.fingerprint import is_adapter
 from recipes.evaluation.output import OutputDir
-from recipes.models import check_pixel_bounds, image_unit, load_for_inference
-from recipes.prompts import PromptTemplate, render, set_chat_template
+from recipes.shared.errors import RecipeError
+from recipes.shared.models import check_pixel_bounds, image_unit, load_for_inference
+from recipes.shared.prompts import PromptTemplate, render, set_chat_template
 from rewards.cvbench import extract_answer, paper_verdict, score_response_strict
 
 logger = logging.getLogger(__name__)

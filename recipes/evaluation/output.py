@@ -1,9 +1,9 @@
 """The output folder: the run key, append-only predictions (one file per process), their merge, the summaries.
 
 ``run_config.json`` holds the run key (`recipes.evaluation.fingerprint.run_key`); every prediction carries the key's
-id. The folder's ``provenance.json`` (`recipes.provenance`, kind ``cvbench-eval``, defined by the key's id) records
-that this evaluation wrote the folder and every file it owns. Predictions are resumed only when the record and the
-key match the current run; otherwise the run is refused with the settings that differ, or, with
+id. The folder's ``provenance.json`` (`recipes.shared.provenance`, kind ``cvbench-eval``, defined by the key's id)
+records that this evaluation wrote the folder and every file it owns. Predictions are resumed only when the record and
+the key match the current run; otherwise the run is refused with the settings that differ, or, with
 ``--overwrite_output_dir true``, exactly the files the record owns are deleted and it starts over. A folder holding
 files and no record (another tool's, or an evaluation of an older version) is never written to or deleted from.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.files import write_atomic
-from recipes import provenance
-from recipes.errors import RecipeError
 from recipes.evaluation.fingerprint import differences
+from recipes.shared import provenance
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from recipes.batch import derive_accumulation, flags_given
-from recipes.compat import skip_deepspeed_shm_op
-from recipes.errors import RecipeError
+from recipes.shared.batch import derive_accumulation, flags_given
+from recipes.shared.compat import skip_deepspeed_shm_op
+from recipes.shared.errors import RecipeError
 from rewards import check_reward_request
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "recipes" / "configs"
 QUICKSTART = "bash launch/quickstart.sh"
 PREP_COMMAND = "python -m data_prep.sat --input array/SAT --output {path} --limit 15000 --multi-image skip"

@@ -1,4 +1,4 @@
-"""What `recipes.compare` may count: a CV-Bench summary that is the run's own, and runs that really are seeds.
+"""What `recipes.report.compare` may count: a CV-Bench summary that is the run's own, and runs that really are seeds.
 
 A run folder's ``eval_cvbench/summary.json`` counts as the run's CV-Bench score only when
 
@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recipes.provenance import flat_items
+from recipes.shared.provenance import flat_items
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ told to), ``foreign`` (files but no record: never ours, never deleted; the user 
 Deleting (`delete_owned`) removes exactly the owned paths, after `guard_output` has proved the folder is not, does
 not contain and does not lie inside an input, the home folder or the repository.
 
-The shell launchers use the same code: ``python -m recipes.provenance inspect|record|delete FOLDER ...``.
+The shell launchers use the same code: ``python -m recipes.shared.provenance inspect|record|delete FOLDER ...``.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.files import write_atomic
-from recipes.errors import RecipeError
+from recipes.shared.errors import RecipeError
 
 RECORD = "provenance.json"
 LOCK = ".provenance.lock"
 WRITER_LOCK = ".writer.lock"
-ABOUT = "what made the outputs in this folder (recipes/provenance.py); reused or deleted only as it says"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+ABOUT = "what made the outputs in this folder (recipes/shared/provenance.py); reused or deleted only as it says"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _THREAD_LOCK = threading.Lock()
 
 
@@ -327,7 +327,7 @@ def _definition(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipes.provenance", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.shared.provenance", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     look = sub.add_parser("inspect", help="print the entry's state (empty|same|different|foreign), then differences")
     rec = sub.add_parser("record", help="create or update an entry")

@@ -1,9 +1,9 @@
 """CV-Bench along training: where a run's curve lives, how it is read, and how it reaches the run's W&B run.
 
-``recipes/eval_curve.py`` evaluates each model snapshot of a run (``<run>/models/step-<N>``, `recipes.snapshots`)
-into ``<run>/eval_curve/step-<N>/`` (the evaluation's own folder: predictions, ``summary.json``, ``summary.md``)
-and keeps ``<run>/eval_curve/curve.json``, one row per step, regenerated from those summaries. `recipes.compare`
-draws the same points (`curve_series`).
+``recipes/eval_curve.py`` evaluates each model snapshot of a run (``<run>/models/step-<N>``,
+`recipes.shared.snapshots`) into ``<run>/eval_curve/step-<N>/`` (the evaluation's own folder: predictions,
+``summary.json``, ``summary.md``) and keeps ``<run>/eval_curve/curve.json``, one row per step, regenerated from those
+summaries. `recipes.report.compare` draws the same points (`curve_series`).
 
 W&B: the points are logged to the training run's own W&B run (``wandb.init(id=<its id>, resume="allow")``) under
 ``cvbench/accuracy``, ``cvbench/official_score`` and their strict twins, against the custom step metric
@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from data_prep.files import write_atomic
-from recipes import provenance
-from recipes.errors import RecipeError
+from recipes.shared import provenance
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def curve_points(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def curve_series(run_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """The curve as metric series (``cvbench/accuracy`` → sorted ``(step, value)``), for `recipes.compare`."""
+    """The curve as metric series (``cvbench/accuracy`` → sorted ``(step, value)``), for `recipes.report.compare`."""
     series: dict[str, list[tuple[float, float]]] = {}
     for row in curve_points(run_dir):
         for key in METRICS:

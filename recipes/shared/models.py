@@ -26,10 +26,10 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import find_adapter_config_file
 from trl import get_peft_config
 
-from recipes.args import RecipeArguments
-from recipes.cli import QUICKSTART
-from recipes.errors import RecipeError
-from recipes.prompts import PromptTemplate, set_chat_template
+from recipes.shared.args import RecipeArguments
+from recipes.shared.cli import QUICKSTART
+from recipes.shared.errors import RecipeError
+from recipes.shared.prompts import PromptTemplate, set_chat_template
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_model_available(name_or_path: str) -> None:
         raise RecipeError(
             f"cannot load model {name_or_path!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}: {err}\n"
             f"On a machine without hub access, run the offline quickstart instead: {QUICKSTART}\n"
-            "or point --model_name_or_path at a local folder (python -m data_prep.tiny_model --output DIR)."
+            "or point --model_name_or_path at a local folder (python -m data_prep.fixtures.tiny_model --output DIR)."
         ) from None
 
 

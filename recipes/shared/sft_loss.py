@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from recipes.errors import RecipeError
+from recipes.shared.errors import RecipeError
 
 SFT_LOSSES = ("trl", "paper")
 VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")

@@ -1,6 +1,7 @@
 """Checks made before any model loads, each failing in seconds with a one-line error that names the fix.
 
-Called once from `recipes.common.prepare`, after the records are read (data present and readable) and the model is
+Called once from `recipes.shared.prepare.prepare`, after the records are read (data present and readable) and the model
+is
 found, before the processor and the model load:
 
 * W&B (``report_to`` includes wandb): an API key (``WANDB_API_KEY``, a netrc entry for the W&B host as ``wandb
@@ -37,7 +38,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from recipes.errors import RecipeError
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 

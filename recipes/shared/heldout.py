@@ -27,10 +27,10 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainerCallback
 from trl.models import unwrap_model_for_generation
 
-from recipes.args import RecipeArguments
-from recipes.data import to_prompts
-from recipes.errors import RecipeError
-from recipes.prompts import get_template, render
+from recipes.shared.args import RecipeArguments
+from recipes.shared.data import to_prompts
+from recipes.shared.errors import RecipeError
+from recipes.shared.prompts import get_template, render
 from rewards import build_reward
 from rewards.format import format_ok
 
@@ -67,7 +67,7 @@ class HeldoutAccuracyCallback(TrainerCallback):
         if not (path / "state.json").exists():
             raise RecipeError(
                 f"no held-out records at {path} (heldout_dataset_path). Write them like the training data, with "
-                "another seed, e.g.: python -m data_prep.synthetic --kind mini_color --rows 200 --seed 1000 "
+                "another seed, e.g.: python -m data_prep.fixtures.synthetic --kind mini_color --rows 200 --seed 1000 "
                 f"--output heldout.parquet && python -m data_prep.sat --input heldout.parquet --output {path}"
             )
         records = load_from_disk(str(path))

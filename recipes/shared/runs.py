@@ -1,6 +1,7 @@
 """A run's checkpoints and resolved configuration: which checkpoint it resumes, whether that checkpoint fits.
 
-The output folder itself (what it may hold, what a run owns and may delete) is `recipes/run_folder.py`, which calls
+The output folder itself (what it may hold, what a run owns and may delete) is `recipes/shared/run_folder.py`, which
+calls
 these in each recipe's `main`:
 
 * `check_model_folder` and `resolve_checkpoint` + `check_resume_fits` (before anything loads): the model folder is a
@@ -34,7 +35,7 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 
 from data_prep.files import write_atomic
-from recipes.errors import RecipeError
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +257,8 @@ def check_model_folder(name_or_path: str) -> None:
             )
         raise RecipeError(
             f"model_name_or_path {path} is not a model folder: expected config.json and model weights "
-            "(model.safetensors), as written by save_pretrained, a recipe run or python -m data_prep.tiny_model"
+            "(model.safetensors), as written by save_pretrained, a recipe run or "
+            "python -m data_prep.fixtures.tiny_model"
         )
     problem = weights_problem(path)
     if problem:
@@ -390,7 +392,7 @@ def write_resolved_config(script_args, training_args, model_args, checkpoint: st
                 source,
                 "\n  ".join(changes),
             )
-    header = "# Every setting of this run, resolved (recipes/runs.py:write_resolved_config).\n"
+    header = "# Every setting of this run, resolved (recipes/shared/runs.py:write_resolved_config).\n"
     path = write_atomic(Path(training_args.output_dir) / RESOLVED_CONFIG, header + text)
     logger.info("resolved configuration (%s):\n%s", path, text)
     return path

@@ -26,14 +26,14 @@ prompt around the row's prompt, which has no leading space), ``base_no_reasoning
 
 Named differences from the paper (not used by any paper config): the ``*_clean`` templates drop the accidental
 literal ``<image>`` text and the stray space it leaves; ``base_short`` is ``base_clean`` without the ~70-token
-preamble, for the mini R1-Zero experiment's tiny models (`recipes/MINI_R1.md`).
+preamble, for the mini R1-Zero experiment's tiny models (`recipes/mini/MINI_R1.md`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.chat_templates import PLAIN_CHAT_TEMPLATE, QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE
+from data_prep.fixtures.chat_templates import PLAIN_CHAT_TEMPLATE, QWEN2VL_CHAT_TEMPLATE, QWEN3VL_CHAT_TEMPLATE
 from data_prep.schema import IMAGE_PLACEHOLDER
 
 _SYSTEM = (

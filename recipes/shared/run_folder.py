@@ -1,6 +1,6 @@
 """A recipe run's output folder: what it may hold, what the run owns there, what overwriting may delete.
 
-Ownership is proven, not guessed: a run records in its folder (`recipes/provenance.py`, kind ``recipe-run``) the
+Ownership is proven, not guessed: a run records in its folder (`recipes/shared/provenance.py`, kind ``recipe-run``) the
 settings that define its result and every path it creates, added as they appear — each checkpoint before it is
 saved, then the new top-level names (final model files, ``resolved_config.yaml``, ``trainer_state.json``,
 ``completions/``, ``trajectories/``, W&B's ``wandb/``). "An earlier run" is a folder with that record.
@@ -43,11 +43,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from data_prep.files import nearest_existing
-from recipes import provenance
-from recipes.compat import load_checkpoint_weights
-from recipes.curve import POINT_KIND
-from recipes.errors import RecipeError
-from recipes.runs import (
+from recipes.evaluation.curve import POINT_KIND
+from recipes.shared import provenance
+from recipes.shared.compat import load_checkpoint_weights
+from recipes.shared.errors import RecipeError
+from recipes.shared.runs import (
     RESOLVED_CONFIG,
     CheckpointConfigCallback,
     check_model_folder,

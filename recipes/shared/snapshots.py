@@ -11,8 +11,8 @@ dtype, generation config, processor and tokenizer). The state dict comes from ac
 ``Accelerator.get_state_dict`` on the trainer's outermost model, which under DeepSpeed ZeRO-3 gathers the 16-bit
 consolidated weights (``stage3_gather_16bit_weights_on_model_save: true``, as in ``zero3.json``); every process
 takes part, the main process writes. A snapshot is written to a hidden folder and renamed when complete, and
-recorded in ``models/provenance.json`` (`recipes.provenance`): only finished entries are snapshots; a resumed run
-that reaches a step again replaces that step's snapshot (and what a killed save left), nothing else.
+recorded in ``models/provenance.json`` (`recipes.shared.provenance`): only finished entries are snapshots; a resumed
+run that reaches a step again replaces that step's snapshot (and what a killed save left), nothing else.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from recipes import provenance
-from recipes.preflight import snapshot_dtype
+from recipes.shared import provenance
+from recipes.shared.preflight import snapshot_dtype
 
 logger = logging.getLogger(__name__)
 

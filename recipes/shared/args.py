@@ -23,7 +23,7 @@ class RecipeArguments:
     )
     prompt_template: str = field(
         default="base",
-        metadata={"help": "Prompt template from recipes/prompts.py: base, base_no_reasoning, instruct, ..."},
+        metadata={"help": "Prompt template from recipes/shared/prompts.py: base, base_no_reasoning, instruct, ..."},
     )
     chat_template: str | None = field(
         default=None,

@@ -3,7 +3,7 @@
 All go through public routes: `transformers.TrainerCallback` events and their documented arguments, the reward
 functions' keyword arguments (every dataset column, and TRL's ``log_extra``), and the files TRL's own completions
 logging writes. No trainer is subclassed and nothing is generated or scored twice. The one workaround left (W&B
-tables with image prompts) lives in `recipes.compat`.
+tables with image prompts) lives in `recipes.shared.compat`.
 
 The per-step curves need no callback: TRL 1.16's GRPOTrainer logs, at every ``logging_steps`` (to
 ``trainer_state.json`` and, prefixed ``train/``, to W&B) ``rewards/<name>_reward/mean|std`` for every reward
@@ -59,9 +59,9 @@ import torch
 from transformers import TrainerCallback
 
 from data_prep.files import write_atomic
-from recipes.args import RecipeArguments
-from recipes.compat import compat_callbacks
-from recipes.errors import RecipeError
+from recipes.shared.args import RecipeArguments
+from recipes.shared.compat import compat_callbacks
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class TrajectoryDumpCallback(TrainerCallback):
 
 
 class LogHistoryCallback(TrainerCallback):
-    """Keeps ``<output_dir>/trainer_state.json`` (the run's log history) current, for `recipes.compare`."""
+    """Keeps ``<output_dir>/trainer_state.json`` (the run's log history) current, for `recipes.report.compare`."""
 
     def _write(self, args, state) -> None:
         if state.is_world_process_zero:
@@ -282,8 +282,8 @@ def setup_reporting(script_args: RecipeArguments, training_args, model_args=None
 
     An exported WANDB_PROJECT / WANDB_RUN_GROUP / WANDB_DIR wins over the config. The tags ``experiment:<name of
     the output folder>``, ``model:<model folder or hub name>`` and ``seed:<seed>`` are added to any WANDB_TAGS; a
-    run without ``run_name`` is named ``<experiment>-<model>-seed<seed>``. `recipes.compare` finds the offline run
-    under ``<output_dir>/wandb``.
+    run without ``run_name`` is named ``<experiment>-<model>-seed<seed>``. `recipes.report.compare` finds the offline
+    run under ``<output_dir>/wandb``.
     """
     if script_args.wandb_project:
         os.environ.setdefault("WANDB_PROJECT", script_args.wandb_project)

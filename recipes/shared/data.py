@@ -9,9 +9,9 @@ from pathlib import Path
 from datasets import Dataset, load_from_disk
 
 from data_prep.schema import num_images, prompt_text
-from recipes.args import RecipeArguments
-from recipes.cli import PREP_COMMAND, QUICKSTART, RecipeError
-from recipes.prompts import PromptTemplate, render
+from recipes.shared.args import RecipeArguments
+from recipes.shared.cli import PREP_COMMAND, QUICKSTART, RecipeError
+from recipes.shared.prompts import PromptTemplate, render
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,11 @@
 """Stages of the mini experiments, keyed by what defines them: nothing made with another seed or config is reused.
 
-`launch/mini_r1.sh` (`recipes.mini_r1`) and `launch/mini_ablations.sh` (`recipes.mini_ablations`) describe their work
+`launch/mini_r1.sh` (`recipes.mini.r1`) and `launch/mini_ablations.sh` (`recipes.mini.ablations`) describe their work
 as `Stage`s — building the model and data, stage A, each stage-B arm — each with the folders it writes, the commands
 that write them and what defines it (seed, config file and a hash of its values, steps, options, and the definition
-of every stage it builds on). Each stage is one entry of ``<seed folder>/provenance.json`` (`recipes.provenance`,
-kind ``mini-stage``): its definition, whether it finished, and the paths it owns (its folders and its log). Before
+of every stage it builds on). Each stage is one entry of ``<seed folder>/provenance.json``
+(`recipes.shared.provenance`, kind ``mini-stage``): its definition, whether it finished, and the paths it owns (its
+folders and its log). Before
 anything runs, every stage is checked against it:
 
 * recorded with the same definition and finished, folders present: **done already**, skipped;
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipes import provenance
-from recipes.errors import RecipeError
+from recipes.shared import provenance
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 

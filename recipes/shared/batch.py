@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from recipes.errors import RecipeError
+from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 

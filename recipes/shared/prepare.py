@@ -1,28 +1,25 @@
 """What every recipe's `main` does before and around the trainer: prepare data and processor, attach callbacks.
 
-The recipes stay thin: each `main` calls these helpers, then hands everything to an unmodified TRL trainer. Where
-the pieces live: options `recipes/args.py`, command line `recipes/cli.py`, model and processor `recipes/models.py`,
-data and prompts `recipes/data.py` + `recipes/prompts.py`, output folder `recipes/run_folder.py`, checkpoints and
-resolved configuration `recipes/runs.py`, reporting `recipes/callbacks.py`, held-out accuracy `recipes/heldout.py`,
-upstream workarounds `recipes/compat.py`.
+The recipes stay thin: each `main` calls these helpers, then hands everything to an unmodified TRL trainer. The
+other modules of this package are listed in its opening docstring (`recipes/shared/__init__.py`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 
-from recipes.args import RecipeArguments
-from recipes.batch import check_global_batch
-from recipes.callbacks import ZeroPartitionLogger, reporting_callbacks, setup_reporting
-from recipes.cli import RecipeError
-from recipes.data import completion_end, load_records, to_prompts
-from recipes.heldout import HeldoutAccuracyCallback
-from recipes.models import check_model_available, load_processor
-from recipes.preflight import preflight
-from recipes.prompts import get_template
-from recipes.runs import check_enough_data
-from recipes.sft_loss import SFT_LOSSES
-from recipes.snapshots import ModelSnapshotCallback
+from recipes.shared.args import RecipeArguments
+from recipes.shared.batch import check_global_batch
+from recipes.shared.callbacks import ZeroPartitionLogger, reporting_callbacks, setup_reporting
+from recipes.shared.cli import RecipeError
+from recipes.shared.data import completion_end, load_records, to_prompts
+from recipes.shared.heldout import HeldoutAccuracyCallback
+from recipes.shared.models import check_model_available, load_processor
+from recipes.shared.preflight import preflight
+from recipes.shared.prompts import get_template
+from recipes.shared.runs import check_enough_data
+from recipes.shared.sft_loss import SFT_LOSSES
+from recipes.shared.snapshots import ModelSnapshotCallback
 
 
 def prepare(script_args: RecipeArguments, training_args, model_args, with_completion: bool = False):
