@@ -214,6 +214,34 @@ def fit_encoded(data: bytes, min_pixels: int, max_pixels: int, factor: int = IMA
         return encode_png(fit_image(image, min_pixels, max_pixels, factor)), True
 
 
+class FitImages:
+    """A `datasets` transform (``Dataset.with_transform``) that fits every image of a batch with `fit_image`, as it
+    is read: records whose images are stored as in the source give the trainer, vLLM and the processor exactly the
+    pixels `fit_encoded` would have stored (a test compares them byte for byte), without the cost of fitting and
+    re-encoding every image at prep. Images already within the bounds are passed on untouched.
+
+    Example:
+        >>> fit = FitImages(MIN_PIXELS, MAX_PIXELS)
+        >>> batch = fit({"images": [[Image.new("RGB", (512, 384))]], "solution": ["a"]})
+        >>> batch["images"][0][0].size, batch["solution"]
+        ((504, 392), ['a'])
+    """
+
+    def __init__(self, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR, column: str = "images"):
+        check_bounds(min_pixels, max_pixels, factor)
+        self.min_pixels, self.max_pixels, self.factor, self.column = min_pixels, max_pixels, factor, column
+
+    def __call__(self, batch: dict) -> dict:
+        if self.column in batch:
+            batch[self.column] = [
+                None if images is None else [self.fit(image) for image in images] for images in batch[self.column]
+            ]
+        return batch
+
+    def fit(self, image: Image.Image | None) -> Image.Image | None:
+        return None if image is None else fit_image(image, self.min_pixels, self.max_pixels, self.factor)
+
+
 def encode_png(image: Image.Image) -> bytes:
     """``image`` encoded losslessly as PNG, with zlib's run-length strategy (`PNG_STRATEGY`, see the docstring)."""
     buffer = io.BytesIO()

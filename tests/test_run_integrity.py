@@ -404,7 +404,7 @@ def test_data_resized_at_other_pixel_bounds_is_refused_naming_both(
     from data_prep.sat import convert
 
     small = tmp_path / "sat_small"
-    convert(str(sat_parquet), small, seed=0, multi_image="skip", max_pixels=6272)
+    convert(str(sat_parquet), small, seed=0, multi_image="skip", max_pixels=6272, fit_images_at_prep=True)
     out = tmp_path / "run"
     code, err = cli(grpo_base, recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, small, out), capsys)
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1

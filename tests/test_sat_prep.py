@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 import data_prep.sat as sat
+import data_prep.sat_convert as sat_convert
 from data_prep.fixtures.synthetic import SAT_FEATURES, write_synthetic
 from data_prep.images import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS, fit_encoded, fit_image, fitted_size, is_fixed_point
 from data_prep.sat import PrepError, convert, main, shuffled_options
@@ -96,6 +98,8 @@ def test_every_written_record_matches_its_source_row(sat_parquet, tmp_path):
         "max_pixels": 401408,
         "factor": 28,
         "keep_original": False,
+        "fitted": "load",
+        "outside_bounds": 0,
         "resized": 0,
     }
     assert report["max_prompt_tokens"] == 1024 and report["skipped_by_reason"]["prompt_too_long"] == 0
@@ -445,7 +449,7 @@ def test_a_source_that_breaks_midway_leaves_no_output(tmp_path):
 
 
 def test_a_crash_during_conversion_leaves_no_output(sat_parquet, tmp_path, monkeypatch):
-    real = sat._inspect_batch
+    real = sat_convert._inspect_batch
     calls = []
 
     def crash_on_second_batch(image_lists, bounds):
@@ -454,8 +458,8 @@ def test_a_crash_during_conversion_leaves_no_output(sat_parquet, tmp_path, monke
             raise RuntimeError("power cut")
         return real(image_lists, bounds)
 
-    monkeypatch.setattr(sat, "_inspect_batch", crash_on_second_batch)
-    monkeypatch.setattr(sat, "BATCH_ROWS", 16)  # 64 rows: four batches
+    monkeypatch.setattr(sat_convert, "_inspect_batch", crash_on_second_batch)
+    monkeypatch.setattr(sat_convert, "BATCH_ROWS", 16)  # 64 rows: four batches
     with pytest.raises(RuntimeError, match="power cut"):
         convert(str(sat_parquet), tmp_path / "out")
     assert listing(tmp_path) == []
@@ -595,12 +599,13 @@ def test_the_module_runs_as_a_command_and_exits_2_on_a_missing_input(tmp_path):
 SLOW_CONVERTER = """
 import sys, time
 import data_prep.sat as sat
-real_finish = sat._finish
+import data_prep.sat_convert as sat_convert
+real_finish = sat_convert._finish
 def slow_finish(*args):
     time.sleep(0.3)
     return real_finish(*args)
-sat._finish = slow_finish
-sat.BATCH_ROWS = 16
+sat_convert._finish = slow_finish
+sat_convert.BATCH_ROWS = 16
 sys.exit(sat.main(sys.argv[1:]))
 """
 
@@ -742,7 +747,7 @@ def test_stored_images_give_the_same_grid_at_the_default_and_the_training_bounds
     from transformers import Qwen2VLImageProcessor
 
     path, source_images = mixed_size_parquet
-    report = convert(str(path), tmp_path / "out")
+    report = convert(str(path), tmp_path / "out", fit_images_at_prep=True)
     records = written_records(tmp_path / "out")
     assert [len(r["images"]) for r in records] == [len(images) for images in source_images]
 
@@ -770,6 +775,8 @@ def test_stored_images_give_the_same_grid_at_the_default_and_the_training_bounds
         "max_pixels": MAX_PIXELS,
         "factor": IMAGE_FACTOR,
         "keep_original": False,
+        "fitted": "prep",
+        "outside_bounds": 5,
         "resized": 5,
     }
     # Without the resize the default processor sees the large image at another resolution: the point of it all.
@@ -785,13 +792,15 @@ def test_keep_original_images_stores_every_source_image_untouched(mixed_size_par
     assert [[i["bytes"] for i in r["images"]] for r in records] == source_images
     report = report_of(tmp_path / "kept")
     assert report["images"]["keep_original"] is True and report["images"]["resized"] == 0
-    assert report["fingerprint"] != convert(str(path), tmp_path / "fitted")["fingerprint"]
+    assert report["fingerprint"] != convert(str(path), tmp_path / "fitted", fit_images_at_prep=True)["fingerprint"]
+    # Keeping the originals is also what the default does (the recipes fit them when they load the records).
+    assert report["fingerprint"] == convert(str(path), tmp_path / "default")["fingerprint"]
 
 
 def test_other_bounds_are_honoured_and_recorded(mixed_size_parquet, tmp_path):
     path, _ = mixed_size_parquet
     argv = ["--input", str(path), "--output", str(tmp_path / "out"), "--min-pixels", "6272", "--max-pixels", "50176"]
-    assert main(argv + ["--image-factor", "28"]) == 0
+    assert main(argv + ["--image-factor", "28", "--fit-images-at-prep"]) == 0
     for record in written_records(tmp_path / "out"):
         for image in record["images"]:
             width, height = PILImage.open(io.BytesIO(image["bytes"])).size
@@ -848,7 +857,7 @@ def test_both_processors_get_the_papers_pixels_from_stored_images_but_not_from_o
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
     path, source_images = fitting_parquet
-    convert(str(path), tmp_path / "out")
+    convert(str(path), tmp_path / "out", fit_images_at_prep=True)
     fast = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     pil = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     level = 1 / (255 * max(fast.image_std))  # one 0-255 intensity level, in normalised units (an upper bound)
@@ -873,7 +882,7 @@ def test_both_processors_get_the_papers_pixels_from_stored_images_but_not_from_o
 
 def test_the_report_states_the_stored_bytes_against_the_sources(fitting_parquet, tmp_path, capsys):
     path, source_images = fitting_parquet
-    assert main(["--input", str(path), "--output", str(tmp_path / "out")]) == 0
+    assert main(["--input", str(path), "--output", str(tmp_path / "out"), "--fit-images-at-prep"]) == 0
     report = report_of(tmp_path / "out")
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != "prep_report.json"]
     stored = [image["bytes"] for record in written_records(tmp_path / "out") for image in record["images"]]
@@ -885,13 +894,13 @@ def test_the_report_states_the_stored_bytes_against_the_sources(fitting_parquet,
     assert sizes["output"] == sum(p.stat().st_size for p in files)
     assert f"stored images x{sizes['stored_vs_source_images']:.2f} the source's bytes" in capsys.readouterr().out
 
-    kept = convert(str(path), tmp_path / "kept", keep_original_images=True)["bytes"]
+    kept = convert(str(path), tmp_path / "kept")["bytes"]  # the default: the source's images, fitted when loaded
     assert kept["stored_images"] == kept["source_images"] and kept["stored_vs_source_images"] == 1.0
 
 
 def test_image_work_uses_the_available_cores_by_default(sat_parquet, tmp_path):
     report = convert(str(sat_parquet), tmp_path / "default")
-    assert report["num_proc"] == len(os.sched_getaffinity(0)) == sat.available_cores()
+    assert report["num_proc"] == len(os.sched_getaffinity(0)) == sat_convert.available_cores()
     assert report["fingerprint"] == convert(str(sat_parquet), tmp_path / "one", num_proc=1)["fingerprint"]
 
 
@@ -906,4 +915,102 @@ def test_converting_images_that_need_fitting_imports_no_torch(fitting_parquet, t
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=OFFLINE_ENV, check=True)
     assert result.stdout.splitlines()[-1] == "[]"
-    assert report_of(tmp_path / "out")["images"]["resized"] == 8
+    assert report_of(tmp_path / "out")["images"]["outside_bounds"] == 8
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Images stored as in the source and fitted when the recipes load the records (the default)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def modes_parquet(fitting_parquet, tmp_path):
+    """The fitting sizes plus images with transparency and a palette, all outside the bounds."""
+    path, images = fitting_parquet
+    rows = source_rows(path)
+    for mode in ("RGBA", "P", "LA"):
+        data = encoded((300, 200), "PNG", mode)
+        rows.append({**rows[0], "image_bytes": [data]})
+        images.append([data])
+    out = tmp_path / "modes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAT_FEATURES.arrow_schema), out)
+    return out, images
+
+
+def test_images_fitted_at_load_are_exactly_what_prep_used_to_store(modes_parquet, tmp_path):
+    """The oracle is the former prep path (`fit_encoded`: fit, then a lossless PNG): the images the recipes' loader
+    hands on are the same pixels, in the same mode and size, and the real Qwen2-VL processors (both backends) make
+    the same pixel_values and image_grid_thw of them."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    from recipes.shared.data import fit_images
+
+    path, source_images = modes_parquet
+    report = convert(str(path), tmp_path / "out")
+    assert (report["images"]["fitted"], report["images"]["outside_bounds"], report["images"]["resized"]) == (
+        "load",
+        11,
+        0,
+    )
+    assert report["bytes"]["stored_vs_source_images"] == 1.0  # the source's bytes, not re-encoded
+    stored = load_from_disk(str(tmp_path / "out"))
+    loaded = fit_images(stored, MIN_PIXELS, MAX_PIXELS)
+    processors = [Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)]
+    processors.append(Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS))
+    fitted = 0
+    assert len(loaded) == len(source_images)
+    for row, originals in zip(loaded, source_images, strict=True):
+        assert len(row["images"]) == len(originals)
+        for image, original in zip(row["images"], originals, strict=True):
+            data, resized = fit_encoded(original, MIN_PIXELS, MAX_PIXELS)
+            oracle = PILImage.open(io.BytesIO(data))
+            assert (image.mode, image.size) == (oracle.mode, oracle.size)
+            assert image.tobytes() == oracle.tobytes()
+            fitted += resized
+            for processor in processors:
+                ours = processor(images=[image], return_tensors="np")
+                theirs = processor(images=[oracle], return_tensors="np")
+                assert np.array_equal(ours["pixel_values"], theirs["pixel_values"])
+                assert np.array_equal(ours["image_grid_thw"], theirs["image_grid_thw"])
+    assert fitted == 11
+    # The stored records themselves are untouched: the transform works on what is read.
+    assert [[i["bytes"] for i in r["images"]] for r in stored.cast_column("images", List(Image(decode=False)))] == (
+        source_images
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["grpo_base", "sft_baseline"])
+def test_trl_trains_on_records_fitted_at_load(recipe, sat_parquet, tiny_base_dir, tmp_path, capsys):
+    """A real TRL step (GRPOTrainer, SFTTrainer) on records whose 512x384 images are fitted as they are loaded, and
+    the dataset the recipe hands the trainer holds only images at the run's bounds (3136 / 12544)."""
+    import importlib
+
+    from recipes.shared.prepare import prepare
+    from fixtures.cli import run_in_process
+
+    module = importlib.import_module(f"recipes.{recipe}")
+    rows = [row for row in source_rows(sat_parquet) if len(row["image_bytes"]) == 1][:16]
+    for row in rows:
+        buffer = io.BytesIO()
+        PILImage.open(io.BytesIO(row["image_bytes"][0])).resize((512, 384)).save(buffer, "JPEG")
+        row["image_bytes"] = [buffer.getvalue()]
+    source = tmp_path / "scenes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAT_FEATURES.arrow_schema), source)
+    records = tmp_path / "records"
+    assert convert(str(source), records, max_pixels=12544)["images"]["outside_bounds"] == 16
+
+    config = str(REPO / "recipes" / "configs" / "tiny" / f"{recipe}.yaml")
+    argv = ["--config", config, "--model_name_or_path", str(tiny_base_dir), "--dataset_path", str(records)]
+    argv += ["--output_dir", str(tmp_path / "run"), "--report_to", "none", "--max_steps", "1", "--save_steps", "1"]
+    argv += ["--model_save_steps", "0", "--disable_tqdm", "true"]
+    argv += ["--per_device_train_batch_size", "4", "--log_completions", "false"] if "grpo" in recipe else []
+    argv += ["--gradient_accumulation_steps", "2"] if "sft" in recipe else []
+    _, _, dataset = prepare(*module.make_parser().parse_args_and_config(argv))
+    for row in dataset:
+        assert all(is_fixed_point(*image.size, 3136, 12544) for image in row["images"])
+    code, err = run_in_process(module, argv, capsys)
+    assert code == 0, err
+    state = json.loads(next((tmp_path / "run").rglob("trainer_state.json")).read_text())
+    assert state["global_step"] == 1 and any("loss" in entry for entry in state["log_history"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
+from data_prep.images import FitImages
 from data_prep.schema import num_images, prompt_text
 from recipes.shared.args import RecipeArguments
 from recipes.shared.cli import PREP_COMMAND, QUICKSTART, RecipeError
@@ -92,6 +93,17 @@ def to_prompts(
         return out
 
     return records.map(apply, input_columns=["messages"], batched=True, remove_columns=["messages"])
+
+
+def fit_images(dataset: Dataset, min_pixels: int, max_pixels: int) -> Dataset:
+    """``dataset`` whose images are fitted to the run's bounds as they are read (`data_prep.images.FitImages`).
+
+    `data_prep.sat` stores images as in the source; fitted here with PIL bicubic, every reader (the trainer's
+    processor, whichever backend, vLLM, the held-out evaluation) gets the same pixels, the ones the paper's PIL
+    processor computed, and the processor itself resizes nothing. Apply it last: `Dataset.map` on a transformed
+    dataset would run the transform over every image.
+    """
+    return dataset.with_transform(FitImages(min_pixels, max_pixels))
 
 
 def completion_end(processor) -> str:

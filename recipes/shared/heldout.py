@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback
 from trl.models import unwrap_model_for_generation
 
 from recipes.shared.args import RecipeArguments
-from recipes.shared.data import to_prompts
+from recipes.shared.data import fit_images, to_prompts
 from recipes.shared.errors import RecipeError
 from recipes.shared.prompts import get_template, render
 from rewards import build_reward
@@ -73,7 +73,8 @@ class HeldoutAccuracyCallback(TrainerCallback):
         records = load_from_disk(str(path))
         if script_args.heldout_samples is not None:
             records = records.select(range(min(script_args.heldout_samples, len(records))))
-        self.dataset = to_prompts(records, get_template(script_args.prompt_template))
+        dataset = to_prompts(records, get_template(script_args.prompt_template))
+        self.dataset = fit_images(dataset, script_args.min_pixels, script_args.max_pixels)
         self.accuracy = build_reward("accuracy", script_args)  # the run's accuracy reward, with its options
         args = trainer.args
         self.max_new_tokens = (

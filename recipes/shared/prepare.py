@@ -12,7 +12,7 @@ from recipes.shared.args import RecipeArguments
 from recipes.shared.batch import check_global_batch
 from recipes.shared.callbacks import ZeroPartitionLogger, reporting_callbacks, setup_reporting
 from recipes.shared.cli import RecipeError
-from recipes.shared.data import completion_end, load_records, to_prompts
+from recipes.shared.data import completion_end, fit_images, load_records, to_prompts
 from recipes.shared.heldout import HeldoutAccuracyCallback
 from recipes.shared.models import check_model_available, load_processor
 from recipes.shared.preflight import preflight
@@ -48,6 +48,7 @@ def prepare(script_args: RecipeArguments, training_args, model_args, with_comple
     processor = load_processor(model_args, script_args, template)
     end = completion_end(processor) if with_completion else ""
     dataset = to_prompts(records, template, with_completion, script_args.completion_template, end)
+    dataset = fit_images(dataset, script_args.min_pixels, script_args.max_pixels)
     if not script_args.dry_run:
         check_enough_data(len(dataset), training_args)  # before anything (W&B's folder) is written
     setup_reporting(script_args, training_args, model_args)
