@@ -17,14 +17,21 @@ so an image with transparency is stored as the pixels the processor would have c
 evaluation (`recipes.evaluation.data.open_image`) converts the same way. Not followed, on purpose: the paper's
 transformers 4.49 and ``qwen_vl_utils.to_rgb`` composite RGBA on white (a test pins the pinned processor's rule).
 
-Why the fitted pixels are stored, not the source's bytes: for an image within the bounds whose sides are not
+Why images are fitted with PIL rather than left to the processor: for an image within the bounds whose sides are not
 multiples of 28 (most photographs and renders, e.g. 512x384 → 504x392) every processor computes the same size, but
 not the same pixels. The PIL processor (``Qwen2VLImageProcessorPil``) resizes exactly as `fit_image` does (identical
 pixel values); transformers 5's default torchvision processor resamples differently (up to 1 intensity level of 255
-on a 512x384 scene, up to ~6 on photographs; ``benchmarks/compare_resize_backends.py``). From a stored, fitted image
-both compute the paper's values (`tests/test_sat_prep.py`).
+on a 512x384 scene, up to ~6 on photographs; ``benchmarks/compare_resize_backends.py``). From a fitted image both
+compute the paper's values (`tests/test_sat_prep.py`).
 
-How: PNG with zlib's run-length strategy (`PNG_STRATEGY`), chosen by measurement (CPU ms per 504x392 image, bytes
+Where: by default when the records are read (`FitImages`, applied by `recipes.shared.data.fit_images`); `data_prep.sat`
+stores the source's bytes. Fitting at prep (`fit_encoded`, ``--fit-images-at-prep``) costs a full decode, a resize and
+a PNG encode per image, ~8 ms of CPU for a 512x384 JPEG, where the check alone costs a fraction of a millisecond;
+fitting at load adds only the resize (and a JPEG instead of a PNG decode) to the read the trainer does anyway, a few ms
+per image against seconds per training step. The pixels are the same either way (a test compares them byte for byte,
+and the processors' outputs). The prep path's encoding, for ``--fit-images-at-prep``:
+
+PNG with zlib's run-length strategy (`PNG_STRATEGY`), chosen by measurement (CPU ms per 504x392 image, bytes
 as a multiple of the 512x384 source JPEG; Pillow 13, loaded 2-core machine):
 
 ================  ======================  ====================================

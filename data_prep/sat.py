@@ -19,12 +19,14 @@ row's options are shuffled by an RNG seeded with (``--seed``, row index), so the
 or ``--num-proc``. Ids are ``"<source>:<split>:<row index>"`` with the row index counted in the source split
 (``<source>`` is the hub id, or the local file/folder name without ``.parquet``).
 
-Images are stored at the resolution the model sees (`data_prep.images`): an image whose Qwen2-VL ``smart_resize``
-size at ``--min-pixels``/``--max-pixels``/``--image-factor`` (default: the paper's 3136 / 401408 / 28) differs from
-its own size is resized to it (PIL bicubic, as the paper's transformers 4.49 did) and re-encoded losslessly as PNG
-(`data_prep.images` says why PNG, and why the source's bytes would not do); every other image keeps the source's
-bytes. So the trainer, vLLM and an evaluation at the processor's default bounds all see the same ``image_grid_thw``,
-and the torchvision and the PIL processors the same pixels. ``--keep-original-images`` keeps every source image.
+Images are stored as in the source, checked but not re-encoded, and fitted to the resolution the model sees when the
+recipes read the records (`data_prep.images.FitImages` through `recipes.shared.data.fit_images`): an image whose
+Qwen2-VL ``smart_resize`` size at the run's bounds differs from its own size is resized to it (PIL bicubic, as the
+paper's transformers 4.49 did; `data_prep.images` says why not the processor's own resize). So the trainer, vLLM and
+the held-out evaluation all see the same ``image_grid_thw`` and the same pixels, whatever their processor. Prompt
+lengths are counted at ``--min-pixels``/``--max-pixels``/``--image-factor`` (default: the paper's 3136 / 401408 / 28).
+``--fit-images-at-prep`` fits the images here instead and stores them as lossless PNG (the former default: records that
+other tools can read as they are); ``--keep-original-images`` states the default explicitly.
 
 Options: ``--limit N`` limits the rows *read* (``--limit 15000 --multi-image skip`` is the paper's "single-image rows
 among the first 15,000 train rows"). ``--max-prompt-tokens`` (default 1024, the paper's prompt limit, which counted
@@ -33,23 +35,32 @@ image tokens too) skips rows whose prompt would be longer: image tokens at the b
 over-estimated at one token per 2 UTF-8 bytes (`TextTokenCounter`). ``--num-proc P`` checks, resizes and encodes
 images in P threads (default: the cores this process may use). A progress bar shows on a terminal.
 
-Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384 JPEG, every image fitted to
-504x392): nearly all the time goes to Pillow, per image ~3.7 ms resizing, ~3.3 ms encoding, ~0.6 ms decoding
-(cProfile), ~49 s of CPU in all, so ~25 s on two idle cores is the floor for these exact pixels (the former code:
-~71 s of CPU, one core). Threads, not processes: Pillow releases the GIL while it decodes, resizes and encodes (a
-Python loop in another thread keeps ~90% of its speed meanwhile), so threads use the cores without the start-up and
-memory of spawned worker processes, which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads
-were as fast (34.0 / 40.5 s against 37.5 / 44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB
-peak was torch, imported through qwen_vl_utils for ``smart_resize``, whose arithmetic `data_prep.images` now does.
+Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384 JPEG, every image outside the bounds,
+to be fitted to 504x392): fitting at prep costs Pillow ~3.7 ms resizing, ~3.3 ms encoding and ~0.6 ms decoding per
+image (cProfile), ~49 s of CPU in all, so ~25 s on two idle cores was the floor for these exact pixels; checking an
+image costs a reduced-scale JPEG decode, a small fraction of that. Measured side by side in one run of the benchmark
+(``--trees`` the former tree, then this one; load average 7.5-9.5 on 2 cores shared with other work): the former tree,
+fitting at prep, took 268.6 s wall and 71.8 s of CPU, peak RSS 369 MiB, and wrote 81.3 MB for 32.9 MB of parquet; this
+one 24.0 s wall and 6.9 s of CPU (10x less), 349 MiB, 72.9 MB (the images x1.00 the source's bytes; the rest of the
+ratio is parquet's compression), against 14.6 s wall and 4.7 s of CPU for 5,000 rows of 112x112 images that need no
+fitting. Reading records through `FitImages` took 18.9 ms per image against 17.7 ms for records fitted at prep (the
+difference is the resize less a cheaper decode), so a paper step's reads (16 rows per GPU process) cost ~0.3 s either
+way against its ~80 s; the reader's memory stays flat (RSS after a tenth and after all of 300 records: 871 and 876 MiB,
+the recipes' imports included). Threads, not processes: Pillow releases the GIL while it decodes, resizes and encodes
+(a Python loop in another thread keeps ~90% of its speed meanwhile), so threads use the cores without the start-up and
+memory of spawned worker processes, which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads were
+as fast (34.0 / 40.5 s against 37.5 / 44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB peak was
+torch, imported through qwen_vl_utils for ``smart_resize``, whose arithmetic `data_prep.images` now does.
 At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the process holds does not grow with the
 rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it (file-backed
 pages, which the kernel drops when it needs the memory).
 
-``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the hub revision
-read (``--revision``, default the pin in `data_prep.sources`; null for local files), the image bounds and how many
-images were resized, a content fingerprint (SHA-256 over the written records, images included, in order: same
-input and options, same fingerprint), and ``bytes``: the written rows' images as read and as stored, their ratio,
-the input files and the output folder (also logged).
+``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the hub revision read
+(``--revision``, default the pin in `data_prep.sources`; null for local files), the image bounds, how many images are
+outside them and where they are fitted (``fitted``: ``load`` or ``prep``; ``resized``: how many were resized here,
+which the recipes check against their bounds), a content fingerprint (SHA-256 over the written records, images
+included, in order: same input and options, same fingerprint), and ``bytes``: the written rows' images as read and as
+stored, their ratio, the input files and the output folder (also logged).
 
 Bad rows are skipped and counted by the first reason that applies, in this order: ``question_empty``,
 ``options_missing``, ``options_invalid`` (an empty or null option), ``options_duplicate`` (two options equal once

@@ -987,8 +987,9 @@ def test_trl_trains_on_records_fitted_at_load(recipe, sat_parquet, tiny_base_dir
     the dataset the recipe hands the trainer holds only images at the run's bounds (3136 / 12544)."""
     import importlib
 
-    from recipes.shared.prepare import prepare
     from fixtures.cli import run_in_process
+
+    from recipes.shared.prepare import prepare
 
     module = importlib.import_module(f"recipes.{recipe}")
     rows = [row for row in source_rows(sat_parquet) if len(row["image_bytes"]) == 1][:16]
