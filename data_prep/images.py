@@ -29,7 +29,9 @@ stores the source's bytes. Fitting at prep (`fit_encoded`, ``--fit-images-at-pre
 a PNG encode per image, ~8 ms of CPU for a 512x384 JPEG, where the check alone costs a fraction of a millisecond;
 fitting at load adds only the resize (and a JPEG instead of a PNG decode) to the read the trainer does anyway, a few ms
 per image against seconds per training step. The pixels are the same either way (a test compares them byte for byte,
-and the processors' outputs). The prep path's encoding, for ``--fit-images-at-prep``:
+and the processors' outputs). One difference: `datasets` applies a JPEG's EXIF orientation when it decodes, so an image
+with an EXIF rotation reaches the model upright (the former prep path stored it unrotated); its prompt length is
+unchanged (`fitted_size` treats both sides alike). The prep path's encoding, for ``--fit-images-at-prep``:
 
 PNG with zlib's run-length strategy (`PNG_STRATEGY`), chosen by measurement (CPU ms per 504x392 image, bytes
 as a multiple of the 512x384 source JPEG; Pillow 13, loaded 2-core machine):

@@ -1015,3 +1015,23 @@ def test_trl_trains_on_records_fitted_at_load(recipe, sat_parquet, tiny_base_dir
     assert code == 0, err
     state = json.loads(next((tmp_path / "run").rglob("trainer_state.json")).read_text())
     assert state["global_step"] == 1 and any("loss" in entry for entry in state["log_history"])
+
+
+def test_an_exif_rotated_jpeg_is_fitted_upright_at_load(sat_parquet, tmp_path):
+    """`datasets` turns a JPEG upright by its EXIF orientation when it decodes it; the fitting follows (the former
+    prep path fitted and stored it unrotated, the stated difference in data_prep/images.py)."""
+    from recipes.shared.data import fit_images
+
+    upright = PILImage.linear_gradient("L").resize((384, 512)).convert("RGB")
+    exif = PILImage.Exif()
+    exif[PILImage.ExifTags.Base.Orientation] = 6  # stored 90° clockwise of upright
+    buffer = io.BytesIO()
+    upright.transpose(PILImage.Transpose.ROTATE_90).save(buffer, "JPEG", exif=exif)
+    row = source_rows(sat_parquet)[0]
+    source = tmp_path / "exif.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{**row, "image_bytes": [buffer.getvalue()]}], schema=SAT_FEATURES.arrow_schema), source
+    )
+    convert(str(source), tmp_path / "out")
+    (image,) = fit_images(load_from_disk(str(tmp_path / "out")), MIN_PIXELS, MAX_PIXELS)[0]["images"]
+    assert image.size == fitted_size(384, 512, MIN_PIXELS, MAX_PIXELS) == (392, 504)

@@ -44,7 +44,8 @@ def check_prepared_bounds(path: Path, min_pixels: int, max_pixels: int) -> None:
     Its ``prep_report.json`` gives the bounds it resized to and how many images it resized. Resized at other bounds,
     the images have lost (or been given) pixels the run's bounds would not: the model would train at another
     resolution than the one stated, and than the evaluation of its checkpoints uses. Records whose images were all
-    kept as they were (none resized, or ``--keep-original-images``) hold the source's pixels: any bounds are fine.
+    kept as they were (none resized: the default, which leaves the fitting to `fit_images` at the run's bounds)
+    hold the source's pixels: any bounds are fine.
     """
     report_path = path / "prep_report.json"
     if not report_path.is_file():
