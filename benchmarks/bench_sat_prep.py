@@ -11,7 +11,8 @@ non-square size is the square scene cropped to it, re-encoded as JPEG), then con
 ``python -m data_prep.sat`` in a fresh process, with the converter's own defaults unless ``--num-proc`` is given (so
 the same command measures the tree before and after a change). 112x112 is a fixed point of the paper's bounds (the
 source bytes are kept); 512x384, like most photographs and renders, is not (its sides are not multiples of 28), so
-every image is fitted to 504x392. It prints, per size, side by side:
+every image is fitted to 504x392 (``resized``: at prep by the former default, at load by the present one). It prints,
+per size and tree, side by side:
 
 - ``wall s`` / ``rows/s``: the whole process, imports included (what a user waits for), and rows read per second;
 - ``conv s``: the conversion's own seconds (``prep_report.json``);

@@ -39,21 +39,21 @@ Speed and memory (``python benchmarks/bench_sat_prep.py``: 5,000 rows of 512x384
 to be fitted to 504x392): fitting at prep costs Pillow ~3.7 ms resizing, ~3.3 ms encoding and ~0.6 ms decoding per
 image (cProfile), ~49 s of CPU in all, so ~25 s on two idle cores was the floor for these exact pixels; checking an
 image costs a reduced-scale JPEG decode, a small fraction of that. Measured side by side in one run of the benchmark
-(``--trees`` the former tree, then this one; load average 7.5-9.5 on 2 cores shared with other work): the former tree,
-fitting at prep, took 268.6 s wall and 71.8 s of CPU, peak RSS 369 MiB, and wrote 81.3 MB for 32.9 MB of parquet; this
-one 24.0 s wall and 6.9 s of CPU (10x less), 349 MiB, 72.9 MB (the images x1.00 the source's bytes; the rest of the
-ratio is parquet's compression), against 14.6 s wall and 4.7 s of CPU for 5,000 rows of 112x112 images that need no
-fitting. Reading records through `FitImages` took 18.9 ms per image against 17.7 ms for records fitted at prep (the
-difference is the resize less a cheaper decode), so a paper step's reads (16 rows per GPU process) cost ~0.3 s either
-way against its ~80 s; the reader's memory stays flat (RSS after a tenth and after all of 300 records: 871 and 876 MiB,
-the recipes' imports included). Threads, not processes: Pillow releases the GIL while it decodes, resizes and encodes
-(a Python loop in another thread keeps ~90% of its speed meanwhile), so threads use the cores without the start-up and
-memory of spawned worker processes, which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads were
-as fast (34.0 / 40.5 s against 37.5 / 44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB peak was
-torch, imported through qwen_vl_utils for ``smart_resize``, whose arithmetic `data_prep.images` now does.
-At most 2·P batches of `BATCH_ROWS` rows are in flight, so the memory the process holds does not grow with the
-rows; its RSS also counts the pages of the arrow cache that ``save_to_disk`` maps while it copies it (file-backed
-pages, which the kernel drops when it needs the memory).
+(``--trees`` the former tree, then this one; 2 cores shared with other work, load average 4.2 before, 3.6 after): the
+former tree, fitting at prep, took 94.3 s wall and 69.7 s of CPU, peak RSS 364 MiB, and wrote 81.3 MB for 32.9 MB of
+parquet; this one 10.0 s wall and 6.8 s of CPU (9.4x and 10x less), 347 MiB, 72.9 MB (the images x1.00 the source's
+bytes; the rest of the ratio is parquet's compression). (At load 7.5-9.5: 268.6 s against 24.0 s, and 14.6 s for 5,000
+rows of 112x112 images that need no fitting.) Reading the records through `FitImages` took 10.6 ms per image against
+5.6 ms for records fitted at prep (the resize, and a JPEG decode instead of a PNG one), ~0.2 s for a paper step's reads
+(16 rows per GPU process) against its ~80 s; the reader's RSS grew alike in both cases over 1,000 records (874 → 885
+MiB against 870 → 883 MiB, the recipes' imports included: mapped arrow pages), so the fitting holds no memory. Threads,
+not processes: Pillow releases the GIL while it decodes, resizes and encodes (a Python loop in another thread keeps
+~90% of its speed meanwhile), so threads use the cores without the start-up and memory of spawned worker processes,
+which each import `datasets` again (~2 s of CPU, ~150 MB); measured, threads were as fast (34.0 / 40.5 s against 37.5 /
+44.9 s for 1,500 rows, interleaved runs, load ~6). The former ~1 GB peak was torch, imported through qwen_vl_utils for
+``smart_resize``, whose arithmetic `data_prep.images` now does. At most 2·P batches of `BATCH_ROWS` rows are in flight,
+so the memory the process holds does not grow with the rows; its RSS also counts the pages of the arrow cache that
+``save_to_disk`` maps while it copies it (file-backed pages, which the kernel drops when it needs the memory).
 
 ``<output>/prep_report.json`` records rows read / written / skipped by reason, the arguments, the hub revision read
 (``--revision``, default the pin in `data_prep.sources`; null for local files), the image bounds, how many images are
