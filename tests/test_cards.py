@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from recipes import eval_curve, eval_cvbench, grpo_base, push_to_hub
 from recipes.evaluation.curve import find_wandb_run
 from recipes.shared import provenance, run_folder
-from recipes.shared.cards import global_batch, write_card
+from recipes.shared.cards import card_data, global_batch, write_card
 from recipes.shared.cli import CONFIG_DIR
 
 
@@ -187,3 +187,31 @@ def test_a_readme_of_the_users_is_never_replaced(lora_run, tmp_path):
     (run / "README.md").write_text("my notes\n")
     assert write_card(run) is None
     assert (run / "README.md").read_text() == "my notes\n"
+
+
+def test_front_matter_of_a_hub_run_with_cv_bench_results(tmp_path):
+    """What the Hub reads from the front matter: base model, datasets, results (model-index) — only what is known."""
+    config = {"model": {"model_name_or_path": "Qwen/Qwen2-VL-2B"}, "training": {"num_generations": 8}}
+    data = {"hub_id": "array/SAT", "report": None}
+    summary = {
+        "accuracy": 0.5947,
+        "official_score": 0.6012,
+        "dataset": {"name": "nyu-visionx/CV-Bench", "split": "test", "revision": "22409a9"},
+    }
+    rendered = ModelCard(f"---\n{card_data(config, data, summary, True, 'grpo').to_yaml()}\n---\n\nbody\n")
+    loaded = ModelCard(str(rendered))  # parsed and validated as the Hub parses it
+    assert loaded.data.base_model == "Qwen/Qwen2-VL-2B" and loaded.data.datasets == ["array/SAT"]
+    results = {r.metric_name: r.metric_value for r in loaded.data.eval_results}
+    assert results == {"accuracy (the paper's: mean over rows)": 59.47, "official CV-Bench score": 60.12}
+    assert {r.dataset_type for r in loaded.data.eval_results} == {"nyu-visionx/CV-Bench"}
+    # Not this model's score (other weights, a subset) or not CV-Bench itself: no results are claimed.
+    assert card_data(config, data, summary, False, "grpo").eval_results is None
+    local = {**summary, "dataset": {"name": str(tmp_path / "cvbench.parquet"), "split": "test"}}
+    assert card_data(config, data, local, True, "grpo").eval_results is None
+    # A license only when the base model's own card states one (here a local base model's card).
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\nA model.\n")
+    config["model"]["model_name_or_path"] = str(base)
+    assert card_data(config, data, None, False, "grpo").license == "apache-2.0"
+    assert card_data(config, data, None, False, "grpo").base_model is None  # a path is no Hub id

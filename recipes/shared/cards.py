@@ -50,8 +50,8 @@ def is_hub_id(name: str | None) -> bool:
     """Whether ``name`` reads as a Hub repository id (``owner/name``) rather than a local path.
 
     Example:
-        >>> is_hub_id("Qwen/Qwen2-VL-2B"), is_hub_id("/tmp/models/tiny"), is_hub_id("outputs/run"), is_hub_id("x")
-        (True, False, True, False)
+        >>> is_hub_id("Qwen/Qwen2-VL-2B"), is_hub_id("/tmp/models/tiny"), is_hub_id("a/b/c"), is_hub_id("x")
+        (True, False, False, False)
     """
     return bool(name) and not Path(str(name)).expanduser().exists() and bool(HUB_ID.match(str(name)))
 
