@@ -110,6 +110,7 @@ def test_a_finished_run_has_our_card_not_trls(grpo_run, tiny_base_dir, sat_recor
     assert "| optimizer steps trained | 2 (of max_steps 2) |" in loaded.text
     assert f"`{find_wandb_run(grpo_run)}` in project `visualthinker-tiny` (logged offline" in loaded.text
     assert "Not evaluated in this folder yet" in loaded.text
+    assert "python recipes/eval_cvbench.py --prompt base --model_name_or_path" in loaded.text  # the matching prompt
     assert "Where this differs from the paper's code (on purpose)" in loaded.text
 
 

@@ -236,6 +236,15 @@ def test_records_laid_out_as_on_the_hub_load_through_load_dataset_with_the_same_
         load_records(RecipeArguments(dataset_path=str(folder), min_pixels=3136, max_pixels=12544))
 
 
+def test_cv_bench_laid_out_as_on_the_hub_loads_by_split(cvbench_parquet, tmp_path):
+    folder = tmp_path / "cv-bench"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(cvbench_parquet, folder / "data" / "test-00000-of-00001.parquet")
+    assert len(load_cvbench(str(folder), split="test")) == len(load_cvbench(str(cvbench_parquet)))
+    with pytest.raises(RecipeError, match="cannot load CV-Bench from .*validation"):
+        load_cvbench(str(folder), split="validation")
+
+
 # --- data_prep.sat --push_to_hub -------------------------------------------------------------------------------------
 
 

@@ -282,6 +282,24 @@ def _wandb_line(run_dir: Path) -> list[str]:
     return [f"| W&B run | `{run_id}` in project `{project}`{how} |"]
 
 
+def eval_options(recipe: dict[str, Any]) -> str:
+    """The evaluation options matching the training prompt, as `launch/run_ablations.sh` passes them: the CV-Bench
+    template of the same name (SFT, trained on bare answers: ``instruct_no_reasoning``) and the chat template.
+
+    Example:
+        >>> eval_options({"prompt_template": "sft"})
+        ' --prompt instruct_no_reasoning'
+        >>> eval_options({"prompt_template": "instruct", "chat_template": "plain"})
+        ' --prompt instruct --chat_template plain'
+    """
+    from recipes.shared.prompts import EVAL_TEMPLATES
+
+    template = str(recipe.get("prompt_template"))
+    prompt = "instruct_no_reasoning" if template == "sft" else template if template in EVAL_TEMPLATES else None
+    options = f" --prompt {prompt}" if prompt else " --prompt NAME"
+    return options + (f" --chat_template {recipe['chat_template']}" if recipe.get("chat_template") else "")
+
+
 def render(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     """The card of ``run_dir``, from its own files (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -302,6 +320,7 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         else "full fine-tune"
     )
     steps = steps_trained(run_dir)
+    eval_config = eval_options(recipe)
     lines = [
         f"# {name}",
         "",
@@ -313,8 +332,13 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         "| | |",
         "|---|---|",
         f"| base model | {base_text} |",
-        f"| method | {RECIPES[method]}, prompt template `{recipe.get('prompt_template')}`, rewards "
-        f"{recipe.get('reward_funcs') if method == 'grpo' else '—'}; {lora} |",
+        f"| method | {RECIPES[method]}, prompt template `{recipe.get('prompt_template')}`, "
+        + (
+            f"rewards {recipe.get('reward_funcs')} weighted {training.get('reward_weights')}"
+            if method == "grpo"
+            else f"loss `{recipe.get('sft_loss')}`"
+        )
+        + f"; {lora} |",
         *_data_lines(recipe, data),
         f"| effective global batch | {batch['prompts']} prompt(s){per_prompt} = {batch['sequences']} sequences per "
         f"optimizer step ({batch['per_device']} per device × accumulation {batch['accumulation']} × "
@@ -345,11 +369,13 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         "## Evaluate it",
         "",
         "```bash",
-        f"python recipes/eval_cvbench.py --model_name_or_path {repo_id or run_dir} --output_dir eval/{name}",
+        f"python recipes/eval_cvbench.py{eval_config} --model_name_or_path {repo_id or run_dir} "
+        f"--output_dir eval/{name}",
         "```",
         "",
-        "The paper's evaluation (greedy, 1,024 new tokens, this checkpoint's saved processor bounds); the recipes' "
-        "README, section *Evaluation on CV-Bench*, gives the options.",
+        "The paper's evaluation (greedy, 1,024 new tokens, this checkpoint's saved processor bounds) with the "
+        "CV-Bench prompt matching this training prompt (`--prompt NAME`: a template of `recipes/shared/prompts.py` "
+        "`EVAL_TEMPLATES`); the recipes' README, section *Evaluation on CV-Bench*, gives the options.",
         "",
         "## What differs from the paper",
         "",
