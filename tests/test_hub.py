@@ -236,6 +236,21 @@ def test_records_laid_out_as_on_the_hub_load_through_load_dataset_with_the_same_
         load_records(RecipeArguments(dataset_path=str(folder), min_pixels=3136, max_pixels=12544))
 
 
+def test_split_and_revision_define_a_run_only_where_they_select_something(sat_records_dir, tmp_path):
+    from recipes import grpo_base
+    from recipes.shared.run_folder import definition
+
+    def defined(data) -> dict:
+        argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--dataset_path", str(data)]
+        return definition(*grpo_base.make_parser().parse_args_and_config([*argv, "--output_dir", str(tmp_path / "o")]))
+
+    # A saved records folder has one split: runs recorded before these options existed stay "the same settings".
+    assert "dataset_split" not in defined(sat_records_dir)["recipe"]
+    hub = defined(hub_layout(sat_records_dir, tmp_path / "sat-records"))["recipe"]
+    assert hub["dataset_split"] == "train" and hub["dataset_revision"] is None
+    assert defined("someone/sat-records")["recipe"]["dataset_split"] == "train"
+
+
 def test_cv_bench_laid_out_as_on_the_hub_loads_by_split(cvbench_parquet, tmp_path):
     folder = tmp_path / "cv-bench"
     (folder / "data").mkdir(parents=True)

@@ -27,7 +27,7 @@ def load_records(script_args: RecipeArguments) -> Dataset:
     """
     name = script_args.dataset_path
     path = Path(name).expanduser()
-    saved = (path / "dataset_info.json").exists() or (path / "state.json").exists()
+    saved = (path / "dataset_info.json").exists() or (path / "state.json").exists()  # run_folder.saved_records
     revision = getattr(script_args, "dataset_revision", None)
     if revision is not None and path.exists():
         raise RecipeError(

@@ -118,8 +118,17 @@ def definition(script_args, training_args, model_args) -> dict[str, Any]:
         section: {k: v for k, v in (config.get(section) or {}).items() if k not in NOT_DEFINING}
         for section in ("recipe", "training", "model")
     }
+    if saved_records(script_args.dataset_path):  # one split, one version: the two options select nothing there
+        for key in ("dataset_split", "dataset_revision"):
+            defining["recipe"].pop(key, None)
     defining["num_processes"] = config["environment"]["num_processes"]
     return defining
+
+
+def saved_records(dataset_path: str | None) -> bool:
+    """Whether ``dataset_path`` is a folder `data_prep.sat` saved (``save_to_disk``), not a Hub id or data files."""
+    path = Path(str(dataset_path)).expanduser()
+    return (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
 
 
 def run_inputs(script_args, model_args, checkpoint: str | None, output_dir: Path) -> list[str]:
