@@ -163,6 +163,8 @@ fi
 # The vLLM server node: TRL's `trl vllm-serve` for the model the trainers load, resizing images within the recipe's
 # pixel bounds (the trainer's), on VLLM_TP GPUs of this node. It serves until the job ends.
 if [[ "$VLLM_NODES" == 1 && "$NODE_RANK" == $((NNODES - 1)) ]]; then
+  [[ "$DRY_RUN" == 1 ]] || command -v trl >/dev/null ||
+    die "trl not found on the vLLM server node: activate the environment (requirements.txt, requirements-gpu.txt)"
   model=$(setting model_name_or_path "$@")
   [[ -n "$model" ]] || die "no model_name_or_path in $CONFIG or the overrides: the vLLM server needs the model"
   cmd=(trl vllm-serve --model "$model" --host 0.0.0.0 --port "$VLLM_PORT" --tensor_parallel_size "$VLLM_TP"
