@@ -38,6 +38,7 @@ from trl.scripts.vllm_serve import ScriptArguments as ServeArguments
 from trl.scripts.vllm_serve import build_command
 
 from recipes import grpo_base
+from recipes.shared import provenance
 from recipes.shared.args import RecipeArguments
 from recipes.shared.cli import REPO_ROOT
 from recipes.shared.run_folder import definition
@@ -317,6 +318,21 @@ def test_the_slurm_example_requeues_itself_when_warned_of_its_time_limit(tmp_pat
         _, stderr = process.communicate()
     assert "requeue 4242" in log.read_text().splitlines()
     assert "requeueing job 4242" in stderr.decode()
+
+
+def test_a_requeued_job_whose_run_is_finished_starts_nothing_and_a_new_job_on_it_is_refused(tmp_path):
+    run = tmp_path / "run"
+    provenance.start(run, "recipe-run", {"recipe": {"seed": 1}})  # what a recipe records, then finishes
+    provenance.finish(run)
+    before = tree_hashes(run)
+    env = slurm_env(tmp_path, 2, DDP_BACKEND="nccl", OUTPUT_DIR=str(run), SLURM_RESTART_COUNT="1")
+    result = subprocess.run(["bash", str(SLURM), "grpo_base"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0 and "finished already" in result.stderr, result.stderr
+    assert not (tmp_path / "slurm.log").exists()  # no step was started
+    env.pop("SLURM_RESTART_COUNT")
+    result = subprocess.run(["bash", str(SLURM), "grpo_base"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "holds a finished run" in result.stderr, result.stderr
+    assert tree_hashes(run) == before
 
 
 def test_the_ablation_example_checks_every_nodes_share_before_it_starts(tmp_path):
