@@ -33,7 +33,7 @@ from accelerate.commands.launch import launch_command_parser
 from test_launchers import SETTINGS, commands, flag, launch, refused
 from test_provenance import tree_hashes
 from transformers import TrainerState
-from trl import GRPOConfig, ModelConfig, TrlParser
+from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
 from trl.scripts.vllm_serve import ScriptArguments as ServeArguments
 from trl.scripts.vllm_serve import build_command
 
@@ -50,6 +50,8 @@ SLURM = LAUNCH / "slurm_multinode.sbatch"
 SLURM_ABLATIONS = LAUNCH / "slurm_ablations.sbatch"
 PAPER = REPO_ROOT / "recipes" / "configs" / "paper"
 TINY = REPO_ROOT / "recipes" / "configs" / "tiny"
+# Every option a recipe reads: its own, TRL's GRPO or SFT configuration (with transformers'), ModelConfig's.
+KNOWN = {f.name for cls in (RecipeArguments, GRPOConfig, SFTConfig, ModelConfig) for f in fields(cls)}
 
 
 def node(rank: int, *args: str, cwd: Path, **env: str) -> list[str]:
@@ -141,9 +143,8 @@ def test_every_option_name_the_launcher_passes_is_one_its_reader_knows(tmp_path)
     launch_args = launch_command_parser().parse_args(trainer[2:])  # exits on an option accelerate does not have
     assert launch_args.num_machines == 1 and launch_args.machine_rank == 0
     recipe_args = recipe_part(trainer)
-    known = {f.name for cls in (RecipeArguments, GRPOConfig, ModelConfig) for f in fields(cls)} | {"config"}
     passed = {a[2:].split("=")[0] for a in recipe_args if a.startswith("--")}
-    assert passed <= known, passed - known
+    assert passed <= KNOWN | {"config"}, passed - KNOWN
     # Parsed as the recipe will parse them (on this CPU: no NCCL process group, so without --ddp_backend nccl).
     at = recipe_args.index("--ddp_backend")
     on_cpu = [*recipe_args[:at], *recipe_args[at + 2 :], "--use_cpu", "true"]
@@ -214,6 +215,9 @@ def test_each_node_trains_and_evaluates_its_own_arms_and_only_one_pass_writes_th
         assert evaluated == [str(out / exp) for exp in mine]
         assert "recipes.compare" not in result.stdout and "NNODES=1 on one node" in result.stdout
         seen += mine
+        for command in commands(result.stdout):  # each arm's training options are options of its recipe
+            if "launch/run_8gpu.sh" in command:
+                assert {a[2:] for a in command[4:] if a.startswith("--")} <= KNOWN, command
     assert sorted(seen) == sorted(suite)  # every arm on exactly one node
     final = launch(ABLATIONS, cwd=tmp_path, DRY_RUN="1", OUT=str(out))
     assert "recipes.compare" in final.stdout and not out.exists()  # a dry run writes nothing
