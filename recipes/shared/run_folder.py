@@ -92,6 +92,13 @@ NOT_DEFINING = {
     "save_total_limit",
     "push_to_hub",
     "hub_token",
+    # Where the processes meet and how long they wait: a requeued multi-node job may land on other nodes.
+    "ddp_timeout",
+    "vllm_server_host",
+    "vllm_server_port",
+    "vllm_server_base_url",
+    "vllm_server_timeout",
+    "vllm_group_port",
 }
 NO_RESUME = (None, False, "", "false", "False")
 
