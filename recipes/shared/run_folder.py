@@ -312,11 +312,27 @@ def check_run(script_args, training_args, model_args) -> RunFolder:
             )
         if run.checkpoint is None and verdict.entry is not None:
             logger.warning("%s has no complete checkpoint to resume: starting fresh", folder)
+        if run.checkpoint is not None and verdict.finished and _step(run.checkpoint) >= training_args.max_steps > 0:
+            # Resuming at the final step trains one step past max_steps and rewrites the finished run's files.
+            raise RecipeError(
+                f"resume_from_checkpoint={resume}: {run.checkpoint} is the last step of a finished run "
+                f"(max_steps {training_args.max_steps}): there is nothing left to train. Nothing was changed. To "
+                "train longer, raise --max_steps; to replace the run: --overwrite_output_dir true (without "
+                "--resume_from_checkpoint); or choose another --output_dir."
+            )
         if run.checkpoint is not None:
             check_resume_fits(run.checkpoint, model_args)
             logger.info("resuming from %s", run.checkpoint)
     run.seen = (provenance.read(folder), _names(folder))
     return run
+
+
+def _step(checkpoint: str) -> int:
+    """The global step a checkpoint was saved at (its trainer_state.json; its ``checkpoint-<N>`` name otherwise)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+    tail = Path(checkpoint).name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _describe(verdict: provenance.Verdict) -> str:
