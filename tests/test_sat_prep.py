@@ -1035,3 +1035,13 @@ def test_an_exif_rotated_jpeg_is_fitted_upright_at_load(sat_parquet, tmp_path):
     convert(str(source), tmp_path / "out")
     (image,) = fit_images(load_from_disk(str(tmp_path / "out")), MIN_PIXELS, MAX_PIXELS)[0]["images"]
     assert image.size == fitted_size(384, 512, MIN_PIXELS, MAX_PIXELS) == (392, 504)
+
+
+def test_the_hub_card_says_where_the_images_are_fitted(fitting_parquet, tmp_path):
+    from data_prep.hub import dataset_card
+
+    path, _ = fitting_parquet
+    lazy = str(dataset_card(convert(str(path), tmp_path / "lazy"), "org/name"))
+    assert "| images | as in the source, fitted to 3136–401408 pixels when the recipes read them (8 outside" in lazy
+    eager = str(dataset_card(convert(str(path), tmp_path / "eager", fit_images_at_prep=True), "org/name"))
+    assert "| images | fitted to 3136–401408 pixels (8 resized; keep_original False) |" in eager
