@@ -23,8 +23,10 @@ language. {question} Choose between the following options: {a}, {b} or {c}"``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from datasets import Features, Image, List, Value
+if TYPE_CHECKING:
+    from datasets import Features
 
 # The special tokens of the Qwen-VL tokenizers (the same fourteen in Qwen2-VL, Qwen2.5-VL and Qwen3-VL), in
 # Qwen2-VL's order. Text holding one is tokenized as that control token, not as text: a question with
@@ -47,20 +49,34 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
-CONTENT_PART = {"type": Value("string"), "text": Value("string")}
-MESSAGE = {"role": Value("string"), "content": List(CONTENT_PART)}
 
-RECORD_FEATURES = Features(
-    {
-        "id": Value("string"),
-        "messages": List(MESSAGE),
-        "images": List(Image()),
-        "solution": Value("string"),
-        "options": List(Value("string")),
-        "question": Value("string"),
-        "question_type": Value("string"),
-    }
-)
+def record_features() -> Features:
+    """The `datasets` features of a record (what `data_prep.sat` writes and the recipes load)."""
+    # Imported here, not at the top: `datasets` (with pandas and pyarrow, about a second) is not needed by the
+    # modules that read only the special tokens or the prompt text (the tiny model builder, prompts, rewards).
+    from datasets import Features, Image, List, Value
+
+    content_part = {"type": Value("string"), "text": Value("string")}
+    message = {"role": Value("string"), "content": List(content_part)}
+    return Features(
+        {
+            "id": Value("string"),
+            "messages": List(message),
+            "images": List(Image()),
+            "solution": Value("string"),
+            "options": List(Value("string")),
+            "question": Value("string"),
+            "question_type": Value("string"),
+        }
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``RECORD_FEATURES``, built on first use (see `record_features`)."""
+    if name == "RECORD_FEATURES":
+        return record_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The literal text the paper's SAT conversion put before every question (it stood for the image in LLaVA-style data;
 # Qwen2-VL reads it as plain text). Records keep it, as the paper's conversion wrote it; `recipes.shared.prompts`

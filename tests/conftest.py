@@ -17,6 +17,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DATA_DIR", tempfile.mkdtemp(prefix="wandb-data-"))
 
 import pytest  # noqa: E402
+from fixtures import properties  # noqa: E402
+
+
+def pytest_configure(config):
+    """The quick loop (`-m "not slow"`) draws fewer examples per property test; the whole suite draws them all."""
+    properties.quick = "not slow" in (config.getoption("markexpr") or "")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures.properties import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,7 +159,7 @@ def paper_regex_extract(response: str) -> str | None:
 _PIECES = ["<answer>", "</answer>", " ", "\n", "\t", "\xa0", "\u2028", "A", "b c", "<", ">", "answer"]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=14))
 def test_extract_answer_equals_the_paper_regex(pieces):
     response = "".join(pieces)

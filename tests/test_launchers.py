@@ -329,6 +329,7 @@ def test_quickstart_end_to_end_reruns_reuse_and_other_seeds_are_refused(tmp_path
     assert (run / "model.safetensors").stat().st_mtime_ns > before["grpo_base/model.safetensors"][1]
 
 
+@pytest.mark.slow  # starts the real data-building stages
 def test_quickstart_failure_shows_the_end_of_the_failing_log_and_keeps_its_exit_status(tmp_path):
     """A stage that fails: its log's last lines on the console, its exit status kept, the other stages stopped."""
     fake = tmp_path / "python"
@@ -440,6 +441,7 @@ def test_ablations_refuse_arguments_they_set_themselves(args, message, tmp_path)
     assert not (tmp_path / "suite").exists()
 
 
+@pytest.mark.slow  # a real run started and killed, then a dozen launches
 def test_ablations_refuse_to_call_another_seeds_results_done(tmp_path):
     out = tmp_path / "suite"
     settings = {"TINY": "1", "ROWS": "16", "EVAL_ROWS": "2", "EXPERIMENTS": "grpo_base"}

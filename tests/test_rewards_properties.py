@@ -13,6 +13,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from fixtures.properties import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -29,9 +30,13 @@ from rewards.cvbench import score_response, score_response_strict
 from rewards.format import PAPER_FORMAT_PATTERN, matches_paper_format
 
 # Shared settings: no example database (nothing written into the repository), no per-example deadline (the first
-# math-verify call imports sympy).
-FAST = settings(max_examples=1500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-ROBUST = settings(max_examples=800, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# math-verify call imports sympy); the quick loop draws a fifth of the examples (tests/fixtures/properties.py).
+FAST = settings(
+    max_examples=examples(1500), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+ROBUST = settings(
+    max_examples=examples(800), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # Unicode whitespace that `\s` and str.strip() treat alike, and look-alikes that are not whitespace.
 SPACES = [" ", "\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2028", "\u3000"]
@@ -183,7 +188,7 @@ def test_no_reward_raises_and_outputs_are_in_range(batch):
         check_outputs(reward, reward(completions=completions, solution=solutions[:1], prompts=prompts[:1]), len(batch))
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 @given(st.lists(any_text, min_size=1, max_size=4))
 def test_accuracy_without_solution_cannot_judge(texts):
     assert AccuracyReward()(texts) == [None] * len(texts)

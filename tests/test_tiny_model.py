@@ -91,19 +91,30 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
 
 
-def test_cli_refuses_to_overwrite_and_leaves_the_existing_folder(tmp_path):
+def test_cli_refuses_to_overwrite_and_leaves_the_existing_folder(tmp_path, capsys):
     target = tmp_path / "model"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output", str(target)])
+    assert exit_info.value.code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.")]  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_the_module_runs_as_a_command(tmp_path):
+    """The one real `python -m data_prep.fixtures.tiny_model` start (the other CLI tests call `main` in process)."""
     result = subprocess.run(
-        [sys.executable, "-m", "data_prep.fixtures.tiny_model", "--output", str(target)],
+        [sys.executable, "-m", "data_prep.fixtures.tiny_model", "--output", str(tmp_path / "model"), "--seed", "1"],
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 2
-    assert "already exists" in result.stderr
-    assert [p.name for p in target.iterdir()] == ["keep.txt"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.")]  # no temporary left behind
+    assert result.returncode == 0, result.stderr
+    # The path is its last line (DeepSpeed, imported by accelerate when the model is saved, may log before it).
+    assert result.stdout.splitlines()[-1] == str(tmp_path / "model")
+    assert type(AutoProcessor.from_pretrained(tmp_path / "model")) is Qwen2VLProcessor
 
 
 # ----- the three families ----------------------------------------------------------------------------------------
@@ -185,7 +196,7 @@ def test_instruct_chat_template_of_each_family(arch, family_dirs, tiny_base_dir,
 
 
 def test_cli_builds_another_family_and_refuses_unknown_ones_and_impossible_bounds(tmp_path, capsys):
-    # In process (the command's `main`): the subprocess route is covered by the overwrite test above.
+    # In process (the command's `main`): the subprocess route is covered by test_the_module_runs_as_a_command.
     main(["--output", str(tmp_path / "q3"), "--arch", "qwen3_vl", "--variant", "instruct"])
     assert type(AutoProcessor.from_pretrained(tmp_path / "q3")) is Qwen3VLProcessor
     for args, message in [
