@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from recipes.report import compare
-from recipes.report.compare import (
-    BAND_NOTE,
-    Arm,
-    CompareError,
-    aggregate,
-    build_arms,
-    load_run_dir,
-    make_figure,
-    run_log_from_api,
-    write_report,
-)
+from recipes.report import compare, render
+from recipes.report.arms import aggregate, build_arms
+from recipes.report.compare import Arm, CompareError, load_run_dir, write_report
+from recipes.report.figure import BAND_NOTE, make_figure
+from recipes.report.read import run_log_from_api
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
@@ -404,7 +397,7 @@ def test_a_wandb_offline_run_compares_through_its_own_log_history(tmp_path, monk
         output = tmp_path / f"report{len(pages)}.html"
         assert compare.main([*argv, "--output", str(output)]) == 0, capsys.readouterr().err
         pages.append(output.read_text())
-        assert cell(pages[-1], "grpo_base", "loss") == compare._fmt(losses[-1])
+        assert cell(pages[-1], "grpo_base", "loss") == render._fmt(losses[-1])
         assert cell(pages[-1], "grpo_base", "last step") == "4"
 
     (run_dir / "trainer_state.json").unlink()

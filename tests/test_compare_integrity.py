@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.report.compare import DIVERGED_LABEL, Arm, build_arms, load_run_dir, main, make_figure, write_report
+from recipes.report.arms import build_arms
+from recipes.report.compare import Arm, load_run_dir, main, write_report
+from recipes.report.figure import DIVERGED_LABEL, make_figure
 from tests.test_compare import cell, grpo_entry, write_cvbench, write_state
 
 

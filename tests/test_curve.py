@@ -21,7 +21,8 @@ from transformers import AutoProcessor
 
 from recipes import eval_curve, grpo_base
 from recipes.evaluation.curve import CURVE_DIR, WandbCurve, curve_points, find_wandb_run, wandb_project
-from recipes.report.compare import Arm, load_run_dir, make_figure
+from recipes.report.compare import Arm, load_run_dir
+from recipes.report.figure import make_figure
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.errors import RecipeError

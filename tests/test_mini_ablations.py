@@ -20,7 +20,7 @@ from test_provenance import tree_hashes
 from recipes.mini import ablations as mini_ablations
 from recipes.mini.ablations import ARMS, OOD_FILE, Settings, finish, report_arms, summary_table
 from recipes.mini.runs import KIND, Stage, StageError, config_definition, plan, run_stages
-from recipes.report.compare import aggregate
+from recipes.report.arms import aggregate
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 

@@ -351,7 +351,7 @@ def _shade(question_type: str) -> str:
 
 
 def _stat(values: list[float | None]) -> dict[str, float] | None:
-    from recipes.report.compare import stat
+    from recipes.report.arms import stat
 
     s = stat(values)
     return None if s is None else {"mean": s.mean, "sd": s.sd, "min": s.low, "max": s.high, "n": s.n}
@@ -446,8 +446,9 @@ def report_arms(settings: Settings, summary: dict[str, Any]) -> list:
 def write_report(settings: Settings, summary: dict[str, Any]) -> Path:
     """``OUT/report.html`` (+ ``report.png``): `recipes.report.compare` over the arms, each the mean of its seeds; and
     ``OUT/figure.png``, its held-out, OOD and completion-length panels alone."""
-    from recipes.report.compare import PANELS, Panel, plot
+    from recipes.report.compare import PANELS, Panel
     from recipes.report.compare import write_report as compare_report
+    from recipes.report.figure import plot
 
     # The results first; KL (beta is 0 here) and the "aha" monitor (not among the mini rewards) are never logged.
     kept = [panel for panel in PANELS if panel.key not in ("kl", "rewards/reflection_reward/mean")]
