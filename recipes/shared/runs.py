@@ -35,6 +35,7 @@ from safetensors import safe_open
 from transformers import TrainerCallback
 
 from data_prep.files import write_atomic
+from recipes.shared import provenance
 from recipes.shared.errors import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -354,9 +355,13 @@ def config_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
         >>> config_differences(old, new)
         ['learning_rate: 1e-06 -> 2e-06', 'versions.trl: 1.16.0 -> 1.17.0']
     """
-    old, new = _flat(before), _flat(after)
-    keys = sorted((old.keys() | new.keys()) - RESUME_NEUTRAL)
-    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in keys if old.get(k) != new.get(k)]
+    changes = provenance.changed(_flat(before), _flat(after), RESUME_NEUTRAL)
+    # A setting new since the checkpoint's run, at its default None, changes nothing: not worth a warning.
+    return [f"{k}: {a} -> {b}" for k, a, b in changes if not (_absent(a) and _absent(b))]
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value is provenance.UNSET
 
 
 def checkpoint_config(checkpoint: str) -> tuple[dict[str, Any] | None, Path | None]:
