@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_provenance import tree_hashes
+from fixtures.files import tree_hashes
 
 from recipes.mini import ablations as mini_ablations
 from recipes.mini.ablation_arms import ARMS, OOD_FILE, Settings

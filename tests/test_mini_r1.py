@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_provenance import tree_hashes
+from fixtures.files import tree_hashes
 
 from data_prep.fixtures.synthetic import write_synthetic
 from data_prep.sat import convert

@@ -7,7 +7,7 @@ already in the output folder unchanged (names, sizes, contents and modification 
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures.cli import run_in_process
+from fixtures.files import tree_hashes
 from safetensors.torch import load_file, save_file
 
 from data_prep.fixtures.tiny_model import build_tiny_model
@@ -29,6 +30,9 @@ from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.runs import RESOLVED_CONFIG, checkpoint_problem
 
 STEPS = 3
+
+
+tree = functools.partial(tree_hashes, folders=True, times=True)  # a file rewritten with the same bytes counts
 
 
 def recipe_argv(config: str | Path, model_dir, data_dir, out_dir, *extra: str) -> list[str]:
@@ -49,19 +53,6 @@ def train(module, argv: list[str]):
 
 
 cli = run_in_process  # a recipe's command line in this process: (exit code, stderr)
-
-
-def tree(folder: Path) -> dict[str, tuple]:
-    """Every file and folder under ``folder``: size, modification time and content hash of each file."""
-    entries = {}
-    for path in sorted(folder.rglob("*")):
-        rel = str(path.relative_to(folder))
-        if path.is_dir():
-            entries[rel] = ("dir",)
-        else:
-            stat = path.stat()
-            entries[rel] = (stat.st_size, stat.st_mtime_ns, hashlib.sha1(path.read_bytes()).hexdigest())
-    return entries
 
 
 @pytest.fixture(scope="module")
