@@ -87,7 +87,7 @@ def seeded_run(root: Path, arm: str, seed: int, steps=range(1, 11), config: bool
         for s in steps
     ]
     write_state(folder, history)
-    if config:  # what the recipes write (recipes/shared/runs.py), under a folder that has since moved
+    if config:  # what the recipes write (recipes/shared/resolved.py), under a folder that has since moved
         text = f"output_dir: /elsewhere/seed{seed}/{arm}\nseed: {seed}\nrun_name: {arm}-tiny-seed{seed}\n"
         (folder / "resolved_config.yaml").write_text(text)
     return folder

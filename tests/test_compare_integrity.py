@@ -24,7 +24,7 @@ from tests.test_compare import cell, grpo_entry, write_cvbench, write_state
 
 def run_folder(root: Path, name: str, seed: int, history: list[dict] | None = None, **training) -> Path:
     """A run folder as the recipes leave it: log history and resolved_config.yaml (sections, as
-    recipes/shared/runs.py)."""
+    recipes/shared/resolved.py)."""
     folder = root / f"seed{seed}" / name
     write_state(folder, history or [grpo_entry(s) for s in range(1, 6)])
     config = {

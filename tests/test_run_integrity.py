@@ -27,7 +27,8 @@ from data_prep.fixtures.tiny_model import build_tiny_model
 from recipes import grpo_base, sft_baseline
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
-from recipes.shared.runs import RESOLVED_CONFIG, checkpoint_problem
+from recipes.shared.resolved import RESOLVED_CONFIG
+from recipes.shared.runs import checkpoint_problem
 
 STEPS = 3
 
@@ -305,7 +306,7 @@ def test_last_resumes_from_the_newest_complete_checkpoint(
 def test_resuming_with_other_settings_lists_each_difference(run_copy, tiny_base_dir, sat_records_dir, caplog):
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
     argv += ["--learning_rate", "3e-4", "--reward_weights", "1", "2", "0", "--resume_from_checkpoint", "last"]
-    with caplog.at_level(logging.WARNING, logger="recipes.shared.runs"):
+    with caplog.at_level(logging.WARNING, logger="recipes.shared.resolved"):
         trainer = train(grpo_base, argv)
     assert trainer.state.global_step == 4
     warning = next(r.getMessage() for r in caplog.records if "differ from its run" in r.getMessage())
@@ -447,7 +448,7 @@ def test_every_run_writes_its_resolved_configuration(finished_run, tiny_base_dir
 
 def test_the_resolved_configuration_is_logged_at_start(tiny_base_dir, sat_records_dir, tmp_path, caplog):
     argv = recipe_argv("tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run", "--max_steps", "1")
-    with caplog.at_level(logging.INFO, logger="recipes.shared.runs"):
+    with caplog.at_level(logging.INFO, logger="recipes.shared.resolved"):
         train(sft_baseline, [*argv, "--save_steps", "100"])
     logged = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resolved configuration"))
     assert "sft_loss: paper" in logged and "learning_rate: 0.001" in logged and "num_processes: 1" in logged

@@ -47,17 +47,15 @@ from recipes.evaluation.curve import POINT_KIND
 from recipes.shared import provenance
 from recipes.shared.compat import load_checkpoint_weights
 from recipes.shared.errors import RecipeError
-from recipes.shared.runs import (
+from recipes.shared.resolved import (
     RESOLVED_CONFIG,
     CheckpointConfigCallback,
-    check_model_folder,
     checkpoint_config,
-    checkpoints,
     plain,
-    resolve_checkpoint,
     resolved_config,
     write_resolved_config,
 )
+from recipes.shared.runs import check_model_folder, checkpoints, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
