@@ -87,6 +87,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
+from data_prep import hub
 from data_prep.files import write_atomic
 from data_prep.images import (
     IMAGE_FACTOR,
@@ -641,8 +642,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="hub revision (branch, tag or 40-hex commit) of a hub --input; default: the pin in data_prep/sources.py",
     )
+    parser.add_argument(
+        "--push_to_hub",
+        metavar="REPO",
+        default=None,
+        help="then publish the records with a dataset card (data_prep/hub.py)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.push_to_hub and (problem := hub.push_problem(args.push_to_hub)):  # before hours of conversion
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         report = convert(
             args.input,
@@ -670,6 +680,13 @@ def main(argv: list[str] | None = None) -> int:
         f"x{report['bytes']['stored_vs_source_images']:.2f} the source's bytes) in {report['seconds']:.1f} s; "
         f"fingerprint {report['fingerprint'][:16]}"
     )
+    if args.push_to_hub:
+        command = ["python", "-m", "data_prep.sat", *(sys.argv[1:] if argv is None else argv)]
+        try:
+            print(f"pushed to {hub.push_folder(args.output, args.push_to_hub, command)}")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -21,6 +21,10 @@
 #     configs' prompts_per_step keeps the paper's global batch on any count: gradient accumulation is derived from it,
 #     a contradicting --gradient_accumulation_steps is refused), CVBENCH (nyu-visionx/CV-Bench), EVAL_LIMIT (all
 #     rows), EVAL_MAX_NEW_TOKENS (1024).
+#   One arm per node: NNODES (1) and NODE_RANK (0..NNODES-1) give each node the experiments at positions
+#     NODE_RANK, NODE_RANK+NNODES, ... of the suite (trained and evaluated there); with the same settings on every
+#     node and OUT on a shared file system. Once all are done, the same command with NNODES=1 on one node writes the
+#     report (the arms are done already). launch/slurm_ablations.sbatch does all of it. GPU suite only, FRESH=0.
 #   EVAL_ARGS: evaluation-only options for recipes/eval_cvbench.py, e.g. "--backend vllm --batch_size 512".
 #   Overrides reach every stage they affect: --min_pixels/--max_pixels, --prompt_template and --chat_template go to
 #   the training and to the evaluation's matching options (--prompt: the CV-Bench template of that name; sft:
@@ -54,6 +58,8 @@ SEED=${SEED:-42}
 FRESH=${FRESH:-0}
 DRY_RUN=${DRY_RUN:-0}
 PYTHON=${PYTHON:-python}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
 DUMP_TRAJECTORIES=${DUMP_TRAJECTORIES:-}
 EVAL_LIMIT=${EVAL_LIMIT:-}
 require_choice SUITE paper losses families
@@ -61,6 +67,14 @@ require_choice TINY 0 1
 require_int SEED 0 42
 require_choice FRESH 0 1
 require_choice DRY_RUN 0 1
+require_int NNODES 1 4
+require_int NODE_RANK 0 0
+((NODE_RANK < NNODES)) || die "NODE_RANK=$NODE_RANK must be in 0..$((NNODES - 1)) (NNODES=$NNODES)"
+if ((NNODES > 1)); then
+  [[ "$TINY" != 1 ]] || die "TINY=1 runs every arm on this machine: one arm per node (NNODES=$NNODES) is for GPU nodes"
+  [[ "$FRESH" != 1 ]] || die "FRESH=1 deletes what the other nodes are writing: start over on one node first \
+(FRESH=1 NNODES=1 DRY_RUN=1 lists what it deletes), then launch the nodes with FRESH=0"
+fi
 refused="seed: set SEED=N instead
 output_dir: set OUT=<folder> instead
 wandb_group: set GROUP=<name> instead
@@ -134,6 +148,15 @@ suite_experiments() {
   esac
 }
 EXPERIMENTS=${EXPERIMENTS:-$(suite_experiments)}
+# One arm per node: this node's share of the suite (every node checks the whole suite's record the same way).
+MINE=
+position=0
+for exp in $EXPERIMENTS; do
+  ((position % NNODES != NODE_RANK)) || MINE+="$exp "
+  position=$((position + 1))
+done
+[[ -n "$MINE" ]] || die "NODE_RANK=$NODE_RANK has no arm: the suite has $position experiments for NNODES=$NNODES nodes"
+MINE=${MINE% }
 
 # Per experiment: its recipe and config, its CV-Bench prompt, the tiny model it starts from.
 recipe_of() {
@@ -259,7 +282,7 @@ fi
 
 # 3. Training: one W&B group; run names and tags say experiment, model and seed. A retrained model is re-evaluated.
 trained=" "
-for exp in $EXPERIMENTS; do
+for exp in $MINE; do
   run_dir=$OUT/$exp
   if have "$run_dir" && finished "$run_dir"; then
     step "train $exp: done already ($run_dir)"
@@ -285,7 +308,7 @@ done
 
 # 4. CV-Bench: each model with the prompt it was trained for (or the one the overrides name), at the image bounds its
 # checkpoint saved (its training's) unless the overrides set them; data parallel on GPUs.
-for exp in $EXPERIMENTS; do
+for exp in $MINE; do
   run_dir=$OUT/$exp
   if [[ "$trained" != *" $exp "* ]] && have "$run_dir/eval_cvbench/summary.json"; then
     step "CV-Bench $exp: done already"
@@ -310,7 +333,12 @@ for exp in $EXPERIMENTS; do
   record_entry "$OUT" "$exp" "$KIND" finished "${exp_defined[@]}"
 done
 
-# 5. The comparison report.
+# 5. The comparison report, once every node is done.
+if ((NNODES > 1)); then
+  step "node $NODE_RANK of $NNODES: done with $MINE"
+  printf 'When every node is done: the same command with NNODES=1 on one node writes %s\n' "$OUT/report.html"
+  exit 0
+fi
 step "comparison report"
 own "$OUT" . report.html report.png
 run_dirs=()

@@ -344,11 +344,12 @@ def wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     for key, name in (("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache")):
         monkeypatch.setenv(key, str(home / name))
-    yield home
     import wandb
 
-    # W&B keeps the settings it read from the environment (group, tags, dirs) in a process-wide singleton: drop it, so
-    # that later runs in this test process read their own environment.
+    # W&B keeps the settings it read from the environment (group, tags, dirs) in a process-wide singleton: drop it
+    # before (an earlier test of this process may have left one) and after, so every run reads its own environment.
+    wandb.teardown()
+    yield home
     wandb.teardown()
 
 

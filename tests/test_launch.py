@@ -34,6 +34,8 @@ PARTITION_LOG = re.compile(
 # The launchers' settings: the caller's own values must not leak into a test's launch.
 LAUNCHER_VARS = ("NUM_GPUS", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "ZERO", "DS_CONFIG")
 LAUNCHER_VARS += ("ACCELERATE_CONFIG", "OUTPUT_DIR", "RUN_NAME", "DDP_BACKEND", "DRY_RUN", "PYTHON")
+LAUNCHER_VARS += ("DDP_TIMEOUT", "REQUEUE", "SLURM_RESTART_COUNT", "VLLM_NODES", "VLLM_HOST", "VLLM_PORT", "VLLM_TP")
+LAUNCHER_VARS += ("VLLM_SERVER_TIMEOUT", "VLLM_GPU_MEMORY_UTILIZATION", "TORCH_NCCL_ASYNC_ERROR_HANDLING")
 
 
 def offline_env(**extra: str) -> dict[str, str]:

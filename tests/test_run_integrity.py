@@ -94,6 +94,17 @@ def test_a_finished_run_is_not_overwritten(module, config, finished_run, tiny_ba
     assert tree(finished_run) == before
 
 
+def test_resuming_a_finished_run_with_its_own_settings_is_refused(
+    finished_run, tiny_base_dir, sat_records_dir, capsys
+):
+    # Its last checkpoint is its final step: resuming it would train one step past max_steps and rewrite its files.
+    before = tree(finished_run)
+    argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, finished_run, "--max_steps", str(STEPS))
+    code, err = cli(grpo_base, [*argv, "--save_steps", "1", "--resume_from_checkpoint", "last"], capsys)
+    assert code == 2 and "nothing left to train" in err and "raise --max_steps" in err
+    assert tree(finished_run) == before
+
+
 def test_the_refusal_comes_before_anything_loads(finished_run, tiny_base_dir, tmp_path, capsys):
     # The dataset does not exist: a check that ran after loading data (or the model) would report that instead.
     before = tree(finished_run)

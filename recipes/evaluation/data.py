@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from data_prep.schema import SPECIAL_TOKENS, special_tokens_in
 from data_prep.sources import revision_for
 from recipes.shared.cli import QUICKSTART
 from recipes.shared.errors import RecipeError
+from recipes.shared.hub import offline_hint
 
 COLUMNS = ("idx", "type", "task", "image", "choices", "answer", "prompt", "source")
 SYNTHETIC_COMMAND = (
@@ -25,11 +25,10 @@ SYNTHETIC_COMMAND = (
 
 
 def _missing_dataset_error(name: str, err: Exception | str) -> RecipeError:
-    switches = (os.environ.get(v, "0").lower() for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    offline = any(value not in ("0", "", "false") for value in switches)
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    hint = "" if is_local(name) else f" ({offline_hint()})"
     return RecipeError(
-        f"cannot load CV-Bench from {name!r}{' (offline mode is set)' if offline else ''}: {first_line}\n"
+        f"cannot load CV-Bench from {name!r}: {first_line}{hint}\n"
         f"Without hub access, write synthetic rows in CV-Bench's schema and evaluate on them:\n"
         f"  {SYNTHETIC_COMMAND}\n"
         f"  python recipes/eval_cvbench.py --dataset data/cvbench.parquet ...\n"

@@ -17,6 +17,8 @@ runs          checkpoints (complete, sound), the model folder, data-size checks
 resolved      the resolved configuration (``resolved_config.yaml``): written, copied into checkpoints, compared
 provenance    the one record of what made an output (``provenance.json``): inspect, record, delete what we own
 preflight     checks before the model loads (W&B, Hub, data, disk) and the disk estimate
+cards         the model card (``README.md``) of a run folder, from its own files; replaces TRL's generic card
+hub           pushing a finished run folder (what is uploaded, what never is); records from a Hub dataset id
 snapshots     half-precision model snapshots along training (``models/step-<N>``)
 callbacks     reporting (W&B, console, trajectories, ZeRO partition log)
 heldout       held-out accuracy along training

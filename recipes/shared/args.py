@@ -16,7 +16,17 @@ class RecipeArguments:
 
     dataset_path: str = field(
         default="data/sat_paper",
-        metadata={"help": "A dataset written by `python -m data_prep.sat` (a folder loadable with load_from_disk)."},
+        metadata={
+            "help": "Records written by `python -m data_prep.sat`: its output folder, or a Hub dataset id they were "
+            "pushed to (`--push_to_hub`), read with datasets' load_dataset at dataset_split/dataset_revision."
+        },
+    )
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split of a Hub dataset_path (or a folder of data files)."}
+    )
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Hub revision (branch, tag or 40-hex commit) of a Hub dataset_path; unset: main."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N records (quick experiments)."}

@@ -10,26 +10,57 @@ from datasets import Dataset, load_from_disk
 
 from data_prep.schema import num_images, prompt_text
 from recipes.shared.args import RecipeArguments
+from recipes.shared.cards import is_hub_id
 from recipes.shared.cli import PREP_COMMAND, QUICKSTART, RecipeError
+from recipes.shared.hub import hub_prep_report, load_hub_records
 from recipes.shared.prompts import PromptTemplate, render
 
 logger = logging.getLogger(__name__)
 
 
 def load_records(script_args: RecipeArguments) -> Dataset:
-    """The records written by `data_prep.sat`, memory-mapped (images stay encoded until a batch needs them)."""
-    path = Path(script_args.dataset_path).expanduser()
-    if not (path / "dataset_info.json").exists() and not (path / "state.json").exists():
+    """The records written by `data_prep.sat`, memory-mapped (images stay encoded until a batch needs them).
+
+    ``dataset_path`` is the folder `data_prep.sat` wrote (``load_from_disk``), or a Hub dataset id the records were
+    pushed to, or a local folder of data files laid out like one (both read with datasets' own ``load_dataset`` at
+    ``dataset_split``/``dataset_revision``, `recipes.shared.hub.load_hub_records`). The same checks apply to all.
+    """
+    name = script_args.dataset_path
+    path = Path(name).expanduser()
+    saved = (path / "dataset_info.json").exists() or (path / "state.json").exists()  # run_folder.saved_records
+    revision = getattr(script_args, "dataset_revision", None)
+    if revision is not None and path.exists():
+        raise RecipeError(
+            f"--dataset_revision {revision} applies to a Hub dataset, but --dataset_path {name} is a local folder: "
+            "drop --dataset_revision"
+        )
+    if saved:
+        check_prepared_bounds(path, script_args.min_pixels, script_args.max_pixels)
+        records = load_from_disk(str(path))
+    elif path.is_dir() or is_hub_id(name):
+        if not path.exists() and revision is None:
+            logger.warning("dataset %s is read at the Hub's main branch: pin it with --dataset_revision COMMIT", name)
+        try:
+            records = load_hub_records(name, script_args.dataset_split, revision)
+        except RecipeError as err:
+            if path.is_dir():
+                raise
+            raise RecipeError(
+                f"no converted dataset at {path} (no such folder), and as a Hub dataset id: {err}.\n"
+                f"Convert SAT first: {PREP_COMMAND.format(path=path)}\nor run the offline quickstart: {QUICKSTART}"
+            ) from None
+        report = path if path.is_dir() else hub_prep_report(name, revision)
+        if report is not None:
+            check_prepared_bounds(report, script_args.min_pixels, script_args.max_pixels)
+    else:
         raise RecipeError(
             f"no converted dataset at {path}.\nConvert SAT first: {PREP_COMMAND.format(path=path)}\n"
             f"or run the offline quickstart on synthetic data: {QUICKSTART}"
         )
-    check_prepared_bounds(path, script_args.min_pixels, script_args.max_pixels)
-    records = load_from_disk(str(path))
     missing = {"messages", "images", "solution"} - set(records.column_names)
     if missing:
         raise RecipeError(
-            f"{path} is not a data_prep record dataset (missing columns: {', '.join(sorted(missing))}); "
+            f"{name} is not a data_prep record dataset (missing columns: {', '.join(sorted(missing))}); "
             f"convert it with: {PREP_COMMAND.format(path=path)}"
         )
     if script_args.max_train_samples is not None:

@@ -8,7 +8,8 @@ found, before the processor and the model load:
   login`` writes it), or a mode that needs none (``WANDB_MODE`` offline/disabled, or ``mode = offline`` in W&B's
   settings file as ``wandb offline`` writes it). Without one, W&B fails after the model loaded.
 * Hub pushing (``push_to_hub``): not offline, a token (``hub_token``, ``HF_TOKEN`` or ``huggingface-cli login``),
-  and a valid repository name, through huggingface_hub's public API.
+  a valid repository name (``hub_model_id``, else the output folder's name), through huggingface_hub's public API;
+  ``hub_strategy`` other than the default (pushing checkpoints while training) is refused (`recipes.shared.hub`).
 * Disk: what the run will write, estimated from the model's parameter count (counted on the meta device: no
   weights are read), the precision, optimizer, DeepSpeed ZeRO stage, number of steps and the save policy
   (``save_steps``/``save_total_limit``/``save_only_model`` for the resumable checkpoints, ``model_save_steps``/
@@ -116,31 +117,23 @@ def check_wandb(report_to: list[str] | str | None) -> None:
 
 
 def check_hub(training_args) -> None:
-    """Refuse ``push_to_hub`` that would fail after training: offline, no token, or an invalid repository name."""
+    """Refuse ``push_to_hub`` that would fail after training (offline, no token, an invalid repository id) or that
+    asks for what this project's push does not do (``hub_strategy`` checkpoint/all_saves: checkpoints are pushed
+    afterwards with ``python -m recipes.push_to_hub RUN_DIR --include_checkpoints true``)."""
     if not getattr(training_args, "push_to_hub", False):
         return
-    from huggingface_hub import get_token
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from recipes.shared.hub import check_push, run_repo_id
 
-    if _truthy("HF_HUB_OFFLINE"):
+    check_push(
+        run_repo_id(training_args), training_args.hub_token, "push_to_hub", "set --hub_model_id NAME or USER/NAME"
+    )
+    strategy = str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy))
+    if strategy not in ("every_save", "end"):
         raise RecipeError(
-            "push_to_hub is set but HF_HUB_OFFLINE is on: unset HF_HUB_OFFLINE, or set push_to_hub false (push the "
-            "saved model later with `huggingface-cli upload`)"
+            f"hub_strategy {strategy} is not supported: a run pushes once, when it has finished (model, processor, "
+            "card, evaluation). Drop hub_strategy, and push checkpoints afterwards with `python -m "
+            "recipes.push_to_hub OUTPUT_DIR --repo_id REPO --include_checkpoints true`"
         )
-    if not (training_args.hub_token or get_token()):
-        raise RecipeError(
-            "push_to_hub is set but no Hugging Face token was found: run `huggingface-cli login` (or set HF_TOKEN, "
-            "or --hub_token), or set push_to_hub false"
-        )
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        first = str(err).strip().splitlines()[0]
-        raise RecipeError(
-            f"push_to_hub: {repo_id!r} is not a valid hub repository name ({first}): set --hub_model_id NAME or "
-            "USER/NAME"
-        ) from None
 
 
 # --- disk ------------------------------------------------------------------------------------------------------------

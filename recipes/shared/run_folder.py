@@ -45,8 +45,10 @@ from transformers import TrainerCallback
 from data_prep.files import nearest_existing
 from recipes.evaluation.curve import POINT_KIND
 from recipes.shared import provenance
+from recipes.shared.cards import write_card
 from recipes.shared.compat import load_checkpoint_weights
 from recipes.shared.errors import RecipeError
+from recipes.shared.hub import PushRequest, push_run, take_push
 from recipes.shared.resolved import (
     RESOLVED_CONFIG,
     CheckpointConfigCallback,
@@ -88,6 +90,13 @@ NOT_DEFINING = {
     "save_total_limit",
     "push_to_hub",
     "hub_token",
+    # Where the processes meet and how long they wait: a requeued multi-node job may land on other nodes.
+    "ddp_timeout",
+    "vllm_server_host",
+    "vllm_server_port",
+    "vllm_server_base_url",
+    "vllm_server_timeout",
+    "vllm_group_port",
 }
 NO_RESUME = (None, False, "", "false", "False")
 
@@ -104,6 +113,7 @@ class RunFolder:
     seen: tuple[dict[str, Any], list[str]] | None = None  # record and names when checked: must not change
     baseline: set[str] = field(default_factory=set)  # names there when claimed that the run does not own
     dry_run: bool = False
+    push: PushRequest | None = None  # push_to_hub: where the finished run goes (transformers' own push is off)
 
 
 def definition(script_args, training_args, model_args) -> dict[str, Any]:
@@ -113,8 +123,17 @@ def definition(script_args, training_args, model_args) -> dict[str, Any]:
         section: {k: v for k, v in (config.get(section) or {}).items() if k not in NOT_DEFINING}
         for section in ("recipe", "training", "model")
     }
+    if saved_records(script_args.dataset_path):  # one split, one version: the two options select nothing there
+        for key in ("dataset_split", "dataset_revision"):
+            defining["recipe"].pop(key, None)
     defining["num_processes"] = config["environment"]["num_processes"]
     return defining
+
+
+def saved_records(dataset_path: str | None) -> bool:
+    """Whether ``dataset_path`` is a folder `data_prep.sat` saved (``save_to_disk``), not a Hub id or data files."""
+    path = Path(str(dataset_path)).expanduser()
+    return (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
 
 
 def run_inputs(script_args, model_args, checkpoint: str | None, output_dir: Path) -> list[str]:
@@ -291,11 +310,27 @@ def check_run(script_args, training_args, model_args) -> RunFolder:
             )
         if run.checkpoint is None and verdict.entry is not None:
             logger.warning("%s has no complete checkpoint to resume: starting fresh", folder)
+        if run.checkpoint is not None and verdict.finished and _step(run.checkpoint) >= training_args.max_steps > 0:
+            # Resuming at the final step trains one step past max_steps and rewrites the finished run's files.
+            raise RecipeError(
+                f"resume_from_checkpoint={resume}: {run.checkpoint} is the last step of a finished run "
+                f"(max_steps {training_args.max_steps}): there is nothing left to train. Nothing was changed. To "
+                "train longer, raise --max_steps; to replace the run: --overwrite_output_dir true (without "
+                "--resume_from_checkpoint); or choose another --output_dir."
+            )
         if run.checkpoint is not None:
             check_resume_fits(run.checkpoint, model_args)
             logger.info("resuming from %s", run.checkpoint)
     run.seen = (provenance.read(folder), _names(folder))
     return run
+
+
+def _step(checkpoint: str) -> int:
+    """The global step a checkpoint was saved at (its trainer_state.json; its ``checkpoint-<N>`` name otherwise)."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+    tail = Path(checkpoint).name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _describe(verdict: provenance.Verdict) -> str:
@@ -389,6 +424,7 @@ def claim(run: RunFolder, script_args, training_args, model_args) -> Iterator[No
             if main:
                 run.baseline = _claim(run)
         write_resolved_config(script_args, training_args, model_args, run.checkpoint)
+        run.push = take_push(training_args)  # every process: the trainer must not push on its own
         yield
 
 
@@ -396,7 +432,9 @@ def train_and_save(trainer, run: RunFolder, training_args) -> None:
     """Train (resumed from ``run.checkpoint``), save the final model and processor, record the run as finished.
 
     Called inside `claim`. Each path the run creates is recorded as its own (`OwnershipCallback`, then the final
-    model's files).
+    model's files). Then the main process replaces TRL's generic ``README.md`` with the run's model card
+    (`recipes.shared.cards`) and, with ``push_to_hub``, pushes the run (`recipes.shared.hub.push_run`) unless it
+    trained no step.
     """
     main = training_args.process_index == 0
     if main:
@@ -408,4 +446,9 @@ def train_and_save(trainer, run: RunFolder, training_args) -> None:
     trainer.save_model(training_args.output_dir)
     if main:
         provenance.finish(run.path, owns=[n for n in _names(run.path) if n not in run.baseline])
+        write_card(run.path, run.push.repo_id if run.push else None)
     logger.info("saved the trained model to %s", training_args.output_dir)
+    if main and run.push is not None:
+        if not trainer.state.global_step:
+            raise RecipeError(f"push_to_hub: the run trained no optimizer step, so nothing is pushed ({run.path})")
+        push_run(run.path, run.push, writing=True)
