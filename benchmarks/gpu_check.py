@@ -263,7 +263,8 @@ def parse_step_log(trainer_state: Path, completions_per_step: int) -> StepLog:
 
 def read_run_speed(run_dir: Path, completions_per_step: int) -> StepLog:
     """`parse_step_log` on the run's most advanced trainer_state.json (its own, or its newest checkpoint's)."""
-    from recipes.report.compare import CompareError, find_trainer_state
+    from recipes.report.read import find_trainer_state
+    from recipes.report.runlog import CompareError
 
     try:
         return parse_step_log(find_trainer_state(run_dir), completions_per_step)

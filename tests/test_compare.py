@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from recipes.report import compare
-from recipes.report.compare import (
-    BAND_NOTE,
-    Arm,
-    CompareError,
-    aggregate,
-    build_arms,
-    load_run_dir,
-    make_figure,
-    run_log_from_api,
-    write_report,
-)
+from recipes.report import compare, render
+from recipes.report.arms import aggregate, build_arms
+from recipes.report.compare import Arm, CompareError, load_run_dir, write_report
+from recipes.report.figure import BAND_NOTE, make_figure
+from recipes.report.read import run_log_from_api
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEEDS = (0, 1, 2)
@@ -94,7 +87,7 @@ def seeded_run(root: Path, arm: str, seed: int, steps=range(1, 11), config: bool
         for s in steps
     ]
     write_state(folder, history)
-    if config:  # what the recipes write (recipes/shared/runs.py), under a folder that has since moved
+    if config:  # what the recipes write (recipes/shared/resolved.py), under a folder that has since moved
         text = f"output_dir: /elsewhere/seed{seed}/{arm}\nseed: {seed}\nrun_name: {arm}-tiny-seed{seed}\n"
         (folder / "resolved_config.yaml").write_text(text)
     return folder
@@ -405,7 +398,7 @@ def test_a_wandb_offline_run_compares_through_its_own_log_history(tmp_path, monk
         output = tmp_path / f"report{len(pages)}.html"
         assert compare.main([*argv, "--output", str(output)]) == 0, capsys.readouterr().err
         pages.append(output.read_text())
-        assert cell(pages[-1], "grpo_base", "loss") == compare._fmt(losses[-1])
+        assert cell(pages[-1], "grpo_base", "loss") == render._fmt(losses[-1])
         assert cell(pages[-1], "grpo_base", "last step") == "4"
 
     (run_dir / "trainer_state.json").unlink()

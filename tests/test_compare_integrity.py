@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.report.compare import DIVERGED_LABEL, Arm, build_arms, load_run_dir, main, make_figure, write_report
+from recipes.report.arms import build_arms
+from recipes.report.compare import Arm, load_run_dir, main, write_report
+from recipes.report.figure import DIVERGED_LABEL, make_figure
 from tests.test_compare import cell, grpo_entry, write_cvbench, write_state
 
 
 def run_folder(root: Path, name: str, seed: int, history: list[dict] | None = None, **training) -> Path:
     """A run folder as the recipes leave it: log history and resolved_config.yaml (sections, as
-    recipes/shared/runs.py)."""
+    recipes/shared/resolved.py)."""
     folder = root / f"seed{seed}" / name
     write_state(folder, history or [grpo_entry(s) for s in range(1, 6)])
     config = {

@@ -3,7 +3,6 @@ run's own (offline) W&B run, drawn by recipes.report.compare; --watch beside a t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,13 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.cli import run_in_process
+from fixtures.files import tree_hashes
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoProcessor
 
 from recipes import eval_curve, grpo_base
 from recipes.evaluation.curve import CURVE_DIR, WandbCurve, curve_points, find_wandb_run, wandb_project
-from recipes.report.compare import Arm, load_run_dir, make_figure
+from recipes.report.compare import Arm, load_run_dir
+from recipes.report.figure import make_figure
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.errors import RecipeError
@@ -40,14 +41,6 @@ def train_argv(model, data, out, *extra: str) -> list[str]:
 def curve(run_dir: Path, cvbench: Path, *extra: str) -> list[int]:
     argv = [*EVAL, "--dataset", str(cvbench), "--run_dir", str(run_dir), *extra]
     return eval_curve.main(*eval_curve.make_parser().parse_args_and_config(argv))
-
-
-def hashes(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.rglob("*")
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +121,12 @@ def test_every_snapshot_is_evaluated_into_one_summary_per_step(evaluated):
 @pytest.mark.slow
 def test_the_curve_resumes_without_generating_or_logging_again(evaluated, cvbench_parquet):
     run, _, _ = evaluated
-    before = hashes(run / CURVE_DIR)
+    before = tree_hashes(run / CURVE_DIR)
     wandb_runs = sorted((run / "wandb").glob("offline-run-*"))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WANDB_MODE", "offline")
         assert curve(run, cvbench_parquet) == [2, 3]
-    after = hashes(run / CURVE_DIR)
+    after = tree_hashes(run / CURVE_DIR)
     predictions = [k for k in before if k.endswith("predictions.jsonl")]
     assert len(predictions) == 2 and all(before[k] == after[k] for k in predictions)
     assert sorted((run / "wandb").glob("offline-run-*")) == wandb_runs  # nothing new logged, no W&B run opened

@@ -8,7 +8,7 @@ every file before and after. Runs use the tiny base model (two rows, two new tok
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import shutil
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures.files import tree_hashes as all_hashes
 
 from recipes.eval_cvbench import DEFAULT_CONFIG, EvalArguments, main, make_parser
 from recipes.shared import provenance
@@ -24,20 +25,13 @@ from recipes.shared.cli import REPO_ROOT, RecipeError, run_cli
 from tests.test_eval_cvbench import write_cvbench
 
 QUICK = {"limit": 2, "max_new_tokens": 2}
+# Lock files aside: they hold nothing.
+tree_hashes = functools.partial(all_hashes, ignore=(provenance.LOCK, provenance.WRITER_LOCK))
 
 
 def evaluate(model: Path | str, dataset: Path, out: Path, **overrides) -> dict:
     options = {"model_name_or_path": str(model), "output_dir": str(out), "dataset": str(dataset), **QUICK}
     return main(EvalArguments(**(options | overrides)))
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """Every file below ``root`` (lock files aside: they hold nothing) with the hash of its bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name not in (provenance.LOCK, provenance.WRITER_LOCK)
-    }
 
 
 def predictions(out: Path) -> list[dict]:

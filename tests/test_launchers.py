@@ -8,6 +8,7 @@ and hash every file before and after.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_provenance import tree_hashes
+from fixtures.files import tree_hashes
 
 from recipes.shared.cli import REPO_ROOT
 from recipes.shared.prompts import EVAL_TEMPLATES, TEMPLATES
@@ -49,6 +50,9 @@ SUITES = {
 }
 
 
+snapshot = functools.partial(tree_hashes, times=True)  # a file rewritten with the same bytes counts
+
+
 def launch(script: Path, *args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """Run a launcher offline with only the given settings, this interpreter's tools first on PATH."""
     full = {k: v for k, v in os.environ.items() if k not in SETTINGS}
@@ -59,13 +63,6 @@ def launch(script: Path, *args: str, cwd: Path, timeout: float = 120, **env: str
     return subprocess.run(
         ["bash", str(script), *args], capture_output=True, text=True, cwd=cwd, env=full, timeout=timeout
     )
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``folder`` with its size and modification time: equal snapshots mean nothing was touched."""
-    return {
-        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-    }
 
 
 def commands(stdout: str) -> list[list[str]]:

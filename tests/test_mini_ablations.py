@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_provenance import tree_hashes
+from fixtures.files import tree_hashes
 
 from recipes.mini import ablations as mini_ablations
-from recipes.mini.ablations import ARMS, OOD_FILE, Settings, finish, report_arms, summary_table
+from recipes.mini.ablation_arms import ARMS, OOD_FILE, Settings
+from recipes.mini.ablation_summary import report_arms, summary_table
+from recipes.mini.ablations import finish
 from recipes.mini.runs import KIND, Stage, StageError, config_definition, plan, run_stages
-from recipes.report.compare import aggregate
+from recipes.report.arms import aggregate
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 

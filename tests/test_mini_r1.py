@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_provenance import tree_hashes
+from fixtures.files import tree_hashes
 
 from data_prep.fixtures.synthetic import write_synthetic
 from data_prep.sat import convert
 from recipes import grpo_base, sft_baseline
-from recipes.mini.r1 import REPORT_KIND, build_result, color_stage, prepare_stage, series, stage_a_stage, stage_b_stage
+from recipes.mini.r1 import color_stage, prepare_stage, stage_a_stage, stage_b_stage
+from recipes.mini.r1_result import REPORT_KIND, build_result, series
 from recipes.mini.runs import KIND, StageError, start_over
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT

@@ -30,8 +30,8 @@ import pytest
 import torch
 import yaml
 from accelerate.commands.launch import launch_command_parser
+from fixtures.files import tree_hashes
 from test_launchers import SETTINGS, commands, flag, launch, refused
-from test_provenance import tree_hashes
 from transformers import TrainerState
 from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
 from trl.scripts.vllm_serve import ScriptArguments as ServeArguments

@@ -6,6 +6,7 @@ the model, the data, the user's own files) listed and hashed before and after, o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.cli import run_in_process
+from fixtures.files import tree_hashes
 
 from recipes import grpo_base
 from recipes.shared import provenance
@@ -28,6 +30,9 @@ USER_FILES = {
 }
 
 
+hashes = functools.partial(tree_hashes, relative=False, folders=True)  # several roots; an emptied folder counts
+
+
 def argv_for(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     argv = ["--config", str(CONFIG_DIR / "tiny/grpo_base.yaml"), "--model_name_or_path", str(model)]
     argv += ["--dataset_path", str(data), "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true"]
@@ -39,21 +44,6 @@ def argv_for(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
 def cli(argv: list[str], capsys) -> tuple[int, str]:
     """The recipe's command line, in this process: (exit code, stderr)."""
     return run_in_process(grpo_base, argv, capsys)
-
-
-def hashes(*roots: Path) -> dict[str, str]:
-    """Every file and folder below ``roots``: a file by the hash of its bytes, a link by its target."""
-    out = {}
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            key = str(path)
-            if path.is_symlink():
-                out[key] = "link:" + str(path.readlink())
-            elif path.is_dir():
-                out[key] = "dir"
-            else:
-                out[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

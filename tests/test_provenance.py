@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
+from fixtures.files import tree_hashes
 
 from recipes.shared import provenance
 from recipes.shared.provenance import ProvenanceError
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """Every file below ``root`` with the hash of its bytes (links by their target)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink():
-            out[str(path.relative_to(root))] = "link:" + str(path.readlink())
-        elif path.is_file():
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def test_states_and_differences(tmp_path):

@@ -7,7 +7,7 @@ already in the output folder unchanged (names, sizes, contents and modification 
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
@@ -20,15 +20,20 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures.cli import run_in_process
+from fixtures.files import tree_hashes
 from safetensors.torch import load_file, save_file
 
 from data_prep.fixtures.tiny_model import build_tiny_model
 from recipes import grpo_base, sft_baseline
 from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
-from recipes.shared.runs import RESOLVED_CONFIG, checkpoint_problem
+from recipes.shared.resolved import RESOLVED_CONFIG
+from recipes.shared.runs import checkpoint_problem
 
 STEPS = 3
+
+
+tree = functools.partial(tree_hashes, folders=True, times=True)  # a file rewritten with the same bytes counts
 
 
 def recipe_argv(config: str | Path, model_dir, data_dir, out_dir, *extra: str) -> list[str]:
@@ -49,19 +54,6 @@ def train(module, argv: list[str]):
 
 
 cli = run_in_process  # a recipe's command line in this process: (exit code, stderr)
-
-
-def tree(folder: Path) -> dict[str, tuple]:
-    """Every file and folder under ``folder``: size, modification time and content hash of each file."""
-    entries = {}
-    for path in sorted(folder.rglob("*")):
-        rel = str(path.relative_to(folder))
-        if path.is_dir():
-            entries[rel] = ("dir",)
-        else:
-            stat = path.stat()
-            entries[rel] = (stat.st_size, stat.st_mtime_ns, hashlib.sha1(path.read_bytes()).hexdigest())
-    return entries
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +317,7 @@ def test_last_resumes_from_the_newest_complete_checkpoint(
 def test_resuming_with_other_settings_lists_each_difference(run_copy, tiny_base_dir, sat_records_dir, caplog):
     argv = recipe_argv("tiny/grpo_base.yaml", tiny_base_dir, sat_records_dir, run_copy, "--max_steps", "4")
     argv += ["--learning_rate", "3e-4", "--reward_weights", "1", "2", "0", "--resume_from_checkpoint", "last"]
-    with caplog.at_level(logging.WARNING, logger="recipes.shared.runs"):
+    with caplog.at_level(logging.WARNING, logger="recipes.shared.resolved"):
         trainer = train(grpo_base, argv)
     assert trainer.state.global_step == 4
     warning = next(r.getMessage() for r in caplog.records if "differ from its run" in r.getMessage())
@@ -467,7 +459,7 @@ def test_every_run_writes_its_resolved_configuration(finished_run, tiny_base_dir
 
 def test_the_resolved_configuration_is_logged_at_start(tiny_base_dir, sat_records_dir, tmp_path, caplog):
     argv = recipe_argv("tiny/sft_baseline.yaml", tiny_base_dir, sat_records_dir, tmp_path / "run", "--max_steps", "1")
-    with caplog.at_level(logging.INFO, logger="recipes.shared.runs"):
+    with caplog.at_level(logging.INFO, logger="recipes.shared.resolved"):
         train(sft_baseline, [*argv, "--save_steps", "100"])
     logged = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resolved configuration"))
     assert "sft_loss: paper" in logged and "learning_rate: 0.001" in logged and "num_processes: 1" in logged

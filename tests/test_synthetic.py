@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from data_prep.fixtures import scenes
-from data_prep.fixtures.synthetic import KINDS, MINI_QUESTIONS, main, synthetic_question, write_synthetic
+from data_prep.fixtures.questions import MINI_QUESTIONS
+from data_prep.fixtures.synthetic import KINDS, main, synthetic_question, write_synthetic
 
 NAME = re.compile(r"(red|green|blue|yellow|purple) (circle|square|triangle)")
 

@@ -24,7 +24,8 @@ from transformers import (
     Qwen3VLProcessor,
 )
 
-from data_prep.fixtures.tiny_model import ARCHS, SPECIAL_TOKENS, build_tiny_model, main
+from data_prep.fixtures.tiny_model import ARCHS, build_tiny_model, main
+from data_prep.fixtures.tiny_tokenizer import SPECIAL_TOKENS
 
 # Each family's real classes and image unit (patch size x merge size), written out independently of ARCHS.
 FAMILIES = {

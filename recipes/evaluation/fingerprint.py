@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recipes.shared import provenance
 from recipes.shared.errors import RecipeError
 from recipes.shared.runs import MODEL_FILES, check_model_folder
 
@@ -118,36 +119,21 @@ def run_key(
     count (they do not change a greedy response, up to bf16 ties on GPUs).
     """
     key = {"model": model, "dataset": dataset, "prompt": prompt, "generation": generation, "resolution": resolution}
-    key_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return {"id": key_id, **key}
-
-
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
+    return {"id": provenance.digest(key)[:16], **key}
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``setting: value there, value now`` for every setting of two run keys that differs (per-file hashes are
-    summarised by the model's overall hash).
+    """``setting: value there, value now`` for every setting of two run keys that differs (`provenance.differences`;
+    per-file hashes are summarised by the model's overall hash).
 
     Example:
         >>> differences({"id": "a", "generation": {"max_new_tokens": 8}},
         ...             {"id": "b", "generation": {"max_new_tokens": 9}})
         ['generation.max_new_tokens: 8 there, 9 now']
     """
-    old, new = _flat(before), _flat(now)
-    keys = sorted(k for k in old.keys() | new.keys() if k != "id" and ".files." not in f".{k}")
-    unset = "(unset)"
-    return [
-        f"{k}: {_short(old.get(k, unset))} there, {_short(new.get(k, unset))} now"
-        for k in keys
-        if old.get(k) != new.get(k)
-    ]
+    names = provenance.flat_items(before).keys() | provenance.flat_items(now).keys()
+    neutral = {k for k in names if k == "id" or ".files." in f".{k}"}
+    return provenance.differences(before, now, neutral, show=_short)
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -23,8 +23,6 @@ seconds (the CPU time of the commands' own processes, from ``os.wait4``, so it d
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import subprocess
@@ -56,8 +54,7 @@ def config_definition(path: str | Path) -> dict[str, str]:
     import yaml
 
     values = yaml.safe_load(Path(path).read_text())
-    canonical = json.dumps(values, sort_keys=True, default=str)
-    return {"path": str(path), "values_sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+    return {"path": str(path), "values_sha256": provenance.digest(values)}
 
 
 @dataclass

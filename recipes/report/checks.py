@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recipes.shared.provenance import flat_items
+from recipes.shared.provenance import UNSET, flat_items
 
 logger = logging.getLogger(__name__)
 
@@ -130,14 +130,14 @@ def split_by_settings(name: str, runs: list) -> list[tuple[str, list, list[str]]
         )
         return [(name, runs, notes)]
     known = [dict(key) for key in parts if key is not None]
-    varying = sorted({k for part in known for k in part if len({p.get(k, "(unset)") for p in known}) > 1})
+    varying = sorted({k for part in known for k in part if len({p.get(k, UNSET) for p in known}) > 1})
     result = []
     for key, members in parts.items():
         if key is None:
             label, why = "configuration not recorded", "no resolved_config.yaml: cannot tell whether it is a seed"
         else:
             values = dict(key)
-            shown = [f"{k}={values.get(k, '(unset)')}" for k in varying]
+            shown = [f"{k}={values.get(k, UNSET)}" for k in varying]
             label = ", ".join(shown[:3]) + (f", +{len(shown) - 3} more" if len(shown) > 3 else "")
             label = label or "configuration recorded"  # the other part is the one without a configuration
             why = "settings differ from the other runs named " + name + ": " + "; ".join(shown)

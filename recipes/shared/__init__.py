@@ -13,7 +13,8 @@ prompts       every prompt and template, exactly as the paper's model saw them
 batch         the global batch (derived from ``prompts_per_step``) and the fp32 master-weights guard
 sft_loss      the paper's SFT loss through TRL's own
 run_folder    what a run owns in its output folder; claim, train and save (`check_run`, `claim`, `train_and_save`)
-runs          checkpoints (complete, sound), the resolved configuration, data-size checks
+runs          checkpoints (complete, sound), the model folder, data-size checks
+resolved      the resolved configuration (``resolved_config.yaml``): written, copied into checkpoints, compared
 provenance    the one record of what made an output (``provenance.json``): inspect, record, delete what we own
 preflight     checks before the model loads (W&B, Hub, data, disk) and the disk estimate
 cards         the model card (``README.md``) of a run folder, from its own files; replaces TRL's generic card

@@ -31,7 +31,7 @@ from data_prep.files import write_atomic
 from recipes.evaluation.curve import CURVE_DIR, find_wandb_run, wandb_project
 from recipes.shared import provenance
 from recipes.shared.errors import RecipeError
-from recipes.shared.runs import RESOLVED_CONFIG
+from recipes.shared.resolved import RESOLVED_CONFIG
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from data_prep.hub import push_problem
 from recipes.shared import provenance
 from recipes.shared.errors import RecipeError
-from recipes.shared.runs import MODEL_FILES, RESOLVED_CONFIG
+from recipes.shared.resolved import RESOLVED_CONFIG
+from recipes.shared.runs import MODEL_FILES
 
 logger = logging.getLogger(__name__)
 

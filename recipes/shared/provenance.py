@@ -24,12 +24,13 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ LOCK = ".provenance.lock"
 WRITER_LOCK = ".writer.lock"
 ABOUT = "what made the outputs in this folder (recipes/shared/provenance.py); reused or deleted only as it says"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+UNSET = "(unset)"  # how a definition lacking a setting shows it
 _THREAD_LOCK = threading.Lock()
 
 
@@ -71,20 +73,43 @@ def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def differences(stored: dict[str, Any], current: dict[str, Any], neutral: Iterable[str] = ()) -> list[str]:
-    """``name: <stored> there, <current> now`` for every setting that differs (keys in ``neutral`` are ignored).
+def digest(value: Any) -> str:
+    """SHA-256 (hex) of a definition's canonical JSON: the same values give the same digest on every machine.
+
+    Example:
+        >>> digest({"b": 1, "a": [2]}) == digest({"a": [2], "b": 1})
+        True
+    """
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def changed(
+    stored: dict[str, Any], current: dict[str, Any], neutral: Iterable[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(name, stored value, current value)`` for every setting (`flat_items` name) that differs, by name; a
+    setting one side lacks has the value `UNSET` there; names in ``neutral`` are ignored.
+
+    Example:
+        >>> changed({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2, "d": None})
+        [('a.b', 1, 2), ('d', '(unset)', None)]
+    """
+    old, new = flat_items(stored), flat_items(current)
+    skip = set(neutral)
+    keys = sorted(k for k in old.keys() | new.keys() if k not in skip)
+    return [(k, old.get(k, UNSET), new.get(k, UNSET)) for k in keys if old.get(k, UNSET) != new.get(k, UNSET)]
+
+
+def differences(
+    stored: dict[str, Any], current: dict[str, Any], neutral: Iterable[str] = (), show: Callable[[Any], str] = _show
+) -> list[str]:
+    """``name: <stored> there, <current> now`` for every setting that differs (`changed`), each value as ``show``
+    writes it.
 
     Example:
         >>> differences({"seed": 0, "steps": 600}, {"seed": 1, "steps": 600, "rows": 8})
         ['rows: (unset) there, 8 now', 'seed: 0 there, 1 now']
     """
-    old, new = flat_items(stored), flat_items(current)
-    skip = set(neutral)
-    return [
-        f"{k}: {_show(old.get(k, '(unset)'))} there, {_show(new.get(k, '(unset)'))} now"
-        for k in sorted(old.keys() | new.keys())
-        if k not in skip and old.get(k, "(unset)") != new.get(k, "(unset)")
-    ]
+    return [f"{k}: {show(a)} there, {show(b)} now" for k, a, b in changed(stored, current, neutral)]
 
 
 # --- the record ------------------------------------------------------------------------------------------------------

@@ -49,17 +49,15 @@ from recipes.shared.cards import write_card
 from recipes.shared.compat import load_checkpoint_weights
 from recipes.shared.errors import RecipeError
 from recipes.shared.hub import PushRequest, push_run, take_push
-from recipes.shared.runs import (
+from recipes.shared.resolved import (
     RESOLVED_CONFIG,
     CheckpointConfigCallback,
-    check_model_folder,
     checkpoint_config,
-    checkpoints,
     plain,
-    resolve_checkpoint,
     resolved_config,
     write_resolved_config,
 )
+from recipes.shared.runs import check_model_folder, checkpoints, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
