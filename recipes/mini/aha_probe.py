@@ -1,6 +1,6 @@
 """The aha task's premise check: the same model, greedy, forced to answer at once vs made to list the shapes first.
 
-    python -m recipes.mini.aha_probe --model outputs/mini_aha/seed0/stage_a --records outputs/mini_aha/seed0/data/heldout
+    python -m recipes.mini.aha_probe --model OUT/seed0/stage_a --records OUT/seed0/data/heldout
 
 For every held-out count question the model is decoded greedily three ways, from the same prompt (`base_short`):
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from data_prep.fixtures.aha_scenes import REASONING_MARK, describes_first
 from data_prep.files import write_atomic
+from data_prep.fixtures.aha_scenes import REASONING_MARK, describes_first
 
 MODES = {"free": "", "direct": " </think><answer>", "describe": REASONING_MARK}
 MAX_NEW_TOKENS = 48
@@ -84,7 +84,8 @@ def greedy_scores(
             correct += sum(s == 1.0 for s in scores)
             tokens += sum(lengths)
             listed += sum(describes_first(t) for t in decoded)
-            examples += [{"completion": t, "solution": s} for t, s in zip(decoded[:3], rows["solution"][:3])]
+            shown = zip(decoded[:3], rows["solution"][:3], strict=True)
+            examples += [{"completion": t, "solution": s} for t, s in shown]
         n = len(dataset)
         results[mode] = {
             "accuracy": correct / n,
