@@ -46,6 +46,31 @@ def test_reasoning_text_tallies_the_asked_colour_and_ends_with_the_count():
         assert text.endswith(f"<answer> {row.count(color)} </answer>")
 
 
+def test_tally_on_every_item_keeps_every_item_the_same_number_of_tokens(tiny_base_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
+    rng = random.Random(4)
+    lengths = set()
+    for _ in range(50):
+        row, color, _ = count_item(rng)
+        listing = row.tally(color, every=True)
+        items = [item.split() for item in listing.split(",")]
+        assert [int(i[2]) for i in items][-1] == row.count(color)
+        lengths.add(len(tokenizer(reasoning_text(row, color, every=True))["input_ids"]))
+    assert len(lengths) == 1
+
+
+def test_prepare_refuses_an_existing_folder(tmp_path, capsys):
+    from recipes.mini import aha
+
+    (tmp_path / "keep.txt").write_text("mine")
+    assert aha.main(["prepare", "--out", str(tmp_path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
 def test_counts_are_uniform_over_the_options():
     rng = random.Random(0)
     counts = Counter(row.count(color) for row, color, _ in (count_item(rng) for _ in range(2000)))
