@@ -138,6 +138,18 @@ def test_probe_scores_every_mode_with_the_forced_prefix_counted(tiny_base_dir, t
     assert results["direct"]["mean_tokens"] >= 4
 
 
+def test_lookup_answer_is_the_colour_right_of_the_only_shape_of_the_asked_colour():
+    rng = random.Random(2)
+    for _ in range(300):
+        row, color, answer, _ = aha_scenes.lookup_item(rng)
+        colors = [c for c, _ in row.cells]
+        assert colors.count(color) == 1 and colors.index(color) < CELLS - 1
+        assert answer == colors[colors.index(color) + 1]
+    for record in aha_scenes.lookup_records(seed=0, rows=30, salt="heldout"):
+        assert record["solution"] in record["options"]
+        assert record["question"].split(" of the ")[1].split()[0] not in record["options"]
+
+
 @pytest.mark.parametrize("share", [0.0, 1.0])
 def test_stage_a_shares_at_the_extremes(share):
     records = stage_a_records(seed=1, rows=200, reasoning_share=share, describe_share=0.0)
