@@ -6,7 +6,7 @@ writes ``OUT/init`` (`data_prep.fixtures.tiny_model`, preset ``mini``) and, unde
 (descriptions, direct answers and describe-then-answer text, `data_prep.fixtures.aha_scenes.stage_a_records`),
 ``instruct`` (direct answers only: what makes the instruct-style model), ``count`` (the arms' training records) and
 ``heldout`` (another seed). The stages then run through the unmodified recipes with the configs
-``recipes/configs/mini/aha_*.yaml`` (commands in AHA.md), and ``python -m recipes.mini.aha_probe`` checks the premise.
+``recipes/configs/mini/*_aha*.yaml`` (commands in AHA.md), and ``python -m recipes.mini.aha_probe`` checks the premise.
 An existing ``OUT`` is refused: nothing is overwritten.
 """
 
