@@ -154,3 +154,58 @@ def test_lookup_answer_is_the_colour_right_of_the_only_shape_of_the_asked_colour
 def test_stage_a_shares_at_the_extremes(share):
     records = stage_a_records(seed=1, rows=200, reasoning_share=share, describe_share=0.0)
     assert {r["question_type"] for r in records} == {"count_reasoned" if share else "count"}
+
+
+def test_text_only_lookup_rows_carry_the_scene_in_the_question_and_nothing_in_the_image():
+    """Design 8: the listing the target starts with is the one given in the question, the answer is the colour right
+    of the asked one in it, and the image is the same-size blank for every row (nothing to read from it)."""
+    from io import BytesIO
+
+    records = aha_scenes.lookup_text_records(seed=0, rows=40, salt="stage_a")
+    blanks = {r["images"][0]["bytes"] for r in records}
+    assert len(blanks) == 1
+    picture = Image.open(BytesIO(blanks.pop()))
+    assert picture.size == (28 * CELLS, 28) and picture.getcolors() and len(picture.getcolors()) == 1
+    for record in records:
+        given = record["question"].split(": ", 1)[1].split(". ", 1)[0]
+        target = record["messages"][1]["content"][0]["text"]
+        assert target.startswith(f"{aha_scenes.REASONING_MARK} {given}. </think><answer> ")
+        colors = [item.split()[0] for item in given.split(", ")]
+        asked = record["question"].split(" of the ")[1].split()[0]
+        assert colors.count(asked) == 1
+        assert record["solution"] == target and target.endswith(
+            f"<answer> {colors[colors.index(asked) + 1]} </answer>"
+        )
+    assert aha_scenes.lookup_text_records(seed=0, rows=40, salt="stage_a")[7] == records[7]
+
+
+def test_text_only_count_rows_tally_the_listing_given_in_the_question():
+    """Design 8b: the target lists exactly the shapes the question gives, with a running count of the asked colour
+    after every item that ends at the answer."""
+    records = aha_scenes.count_text_records(seed=0, rows=60, salt="stage_a")
+    assert Counter(r["question_type"] for r in records) == {"count_text": 60}
+    for record in records:
+        given = record["question"].split(": ", 1)[1].split(". ", 1)[0]
+        asked = record["question"].split("How many ")[1].split()[0]
+        target = record["messages"][1]["content"][0]["text"]
+        items = [item.split() for item in target.split(":", 1)[1].split(".")[0].split(",")]
+        assert ", ".join(f"{c} {k}" for c, k, _ in items) == given
+        colors = [c for c, _, _ in items]
+        assert [int(n) for _, _, n in items] == [colors[: i + 1].count(asked) for i in range(CELLS)]
+        assert target.endswith(f"<answer> {colors.count(asked)} </answer>") and record["solution"] == target
+
+
+def test_small_preset_keeps_minis_vision_and_widens_the_decoder(tmp_path):
+    """Design 9's model: the same vision tower and head width as mini (the listing it learnt), a decoder with about
+    four times the parameters (2.5M against 0.66M)."""
+    from transformers import AutoModelForImageTextToText
+
+    from data_prep.fixtures.tiny_model import PRESETS, build_tiny_model
+
+    small, mini = PRESETS["small"], PRESETS["mini"]
+    assert (small.vision_depth, small.vision_embed_dim) == (mini.vision_depth, mini.vision_embed_dim)
+    assert small.hidden_size // small.num_attention_heads == mini.hidden_size // mini.num_attention_heads
+    model = AutoModelForImageTextToText.from_pretrained(build_tiny_model(tmp_path / "small", preset="small"))
+    decoder = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n)
+    assert 2.0e6 < decoder < 3.5e6  # mini's decoder: 0.66M
+    assert model.config.text_config.hidden_size == 256
