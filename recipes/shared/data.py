@@ -19,6 +19,12 @@ from recipes.shared.prompts import PromptTemplate, render
 logger = logging.getLogger(__name__)
 
 
+def saved_records(dataset_path: str | None) -> bool:
+    """Whether ``dataset_path`` is a folder `data_prep.sat` saved (``save_to_disk``), not a Hub id or data files."""
+    path = Path(str(dataset_path)).expanduser()
+    return (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
+
+
 def load_records(script_args: RecipeArguments) -> Dataset:
     """The records written by `data_prep.sat`, memory-mapped (images stay encoded until a batch needs them).
 
@@ -28,7 +34,7 @@ def load_records(script_args: RecipeArguments) -> Dataset:
     """
     name = script_args.dataset_path
     path = Path(name).expanduser()
-    saved = (path / "dataset_info.json").exists() or (path / "state.json").exists()  # run_folder.saved_records
+    saved = saved_records(name)
     revision = getattr(script_args, "dataset_revision", None)
     if revision is not None and path.exists():
         raise RecipeError(

@@ -33,7 +33,7 @@ from recipes.shared.runs import MODEL_FILES
 
 logger = logging.getLogger(__name__)
 
-RUN_KIND = "recipe-run"  # recipes.shared.run_folder.KIND (that module imports this one)
+RUN_KIND = "recipe-run"  # the provenance kind of a recipe run (recipes.shared.run_folder.KIND)
 RUN_FILES = (RESOLVED_CONFIG, "trainer_state.json", "README.md")
 EVAL_FILES = ("eval_cvbench/summary.json", "eval_cvbench/summary.md", "eval_cvbench/predictions.jsonl")
 CURVE_FILES = ("eval_curve/curve.json", "eval_curve/step-*/summary.json", "eval_curve/step-*/summary.md")

@@ -47,8 +47,9 @@ from recipes.evaluation.curve import POINT_KIND
 from recipes.shared import provenance
 from recipes.shared.cards import write_card
 from recipes.shared.compat import load_checkpoint_weights
+from recipes.shared.data import saved_records
 from recipes.shared.errors import RecipeError
-from recipes.shared.hub import PushRequest, push_run, take_push
+from recipes.shared.hub import RUN_KIND, PushRequest, push_run, take_push
 from recipes.shared.resolved import (
     RESOLVED_CONFIG,
     CheckpointConfigCallback,
@@ -57,11 +58,11 @@ from recipes.shared.resolved import (
     resolved_config,
     write_resolved_config,
 )
-from recipes.shared.runs import check_model_folder, checkpoints, resolve_checkpoint
+from recipes.shared.runs import check_model_folder, checkpoint_step, checkpoints, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
-KIND = "recipe-run"
+KIND = RUN_KIND  # defined in recipes.shared.hub, which reads run records too (and is imported here)
 # Kinds of outputs kept inside a run folder that describe its model: replacing the run deletes them too.
 DERIVED_KINDS = ("cvbench-eval", POINT_KIND)
 # Options that change where or how a run reports, not what it trains: left out of the run's definition.
@@ -128,12 +129,6 @@ def definition(script_args, training_args, model_args) -> dict[str, Any]:
             defining["recipe"].pop(key, None)
     defining["num_processes"] = config["environment"]["num_processes"]
     return defining
-
-
-def saved_records(dataset_path: str | None) -> bool:
-    """Whether ``dataset_path`` is a folder `data_prep.sat` saved (``save_to_disk``), not a Hub id or data files."""
-    path = Path(str(dataset_path)).expanduser()
-    return (path / "dataset_info.json").is_file() or (path / "state.json").is_file()
 
 
 def run_inputs(script_args, model_args, checkpoint: str | None, output_dir: Path) -> list[str]:
@@ -310,7 +305,11 @@ def check_run(script_args, training_args, model_args) -> RunFolder:
             )
         if run.checkpoint is None and verdict.entry is not None:
             logger.warning("%s has no complete checkpoint to resume: starting fresh", folder)
-        if run.checkpoint is not None and verdict.finished and _step(run.checkpoint) >= training_args.max_steps > 0:
+        if (
+            run.checkpoint is not None
+            and verdict.finished
+            and checkpoint_step(run.checkpoint) >= training_args.max_steps > 0
+        ):
             # Resuming at the final step trains one step past max_steps and rewrites the finished run's files.
             raise RecipeError(
                 f"resume_from_checkpoint={resume}: {run.checkpoint} is the last step of a finished run "
@@ -323,14 +322,6 @@ def check_run(script_args, training_args, model_args) -> RunFolder:
             logger.info("resuming from %s", run.checkpoint)
     run.seen = (provenance.read(folder), _names(folder))
     return run
-
-
-def _step(checkpoint: str) -> int:
-    """The global step a checkpoint was saved at (its trainer_state.json; its ``checkpoint-<N>`` name otherwise)."""
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
-    tail = Path(checkpoint).name.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else -1
 
 
 def _describe(verdict: provenance.Verdict) -> str:

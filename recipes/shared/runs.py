@@ -95,6 +95,11 @@ def weights_problem(folder: Path) -> str | None:
     return "no model weights (model.safetensors)"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The global step a complete checkpoint (`checkpoint_problem` is None) was saved at."""
+    return int(json.loads((Path(path) / TRAINER_STATE).read_text())["global_step"])
+
+
 def checkpoint_problem(path: str | Path) -> str | None:
     """Why the checkpoint folder ``path`` cannot be resumed from (None when it is complete)."""
     path = Path(path)
