@@ -185,67 +185,30 @@ run() {
 }
 
 # --- quiet stages: the whole output of each in LOGS/<name>.log, one line of account on the console -----------------
-declare -A STAGE_PID=()
+# recipes/shared/stages.py runs them: side by side where they may, the Python stages sharing one import of torch and
+# transformers (PRELOAD; W&B and TRL's trainers are never preloaded: see there). STAGES holds the plan; DRY_RUN=1
+# prints each command instead.
+PRELOAD=torch,torchvision,transformers,datasets,accelerate,deepspeed,peft
+STAGES=()
+STAGE_NAMES=" "
 
-# stop_stages: stop the stages still running (their own processes, by pid); set as the trap for EXIT, INT and TERM.
-stop_stages() {
-  local name
-  for name in "${!STAGE_PID[@]}"; do kill "${STAGE_PID[$name]}" 2>/dev/null || true; done
+# add_stage NAME TITLE CMD...: stage NAME runs CMD once the stages named in AFTER (set before the call, among those
+# added already; the others are done) have succeeded.
+add_stage() {
+  local name=$1 title=$2 wait waits=()
+  shift 2
+  for wait in ${AFTER:-}; do [[ "$STAGE_NAMES" != *" $wait "* ]] || waits+=("$wait"); done
+  local IFS=,
+  STAGES+=("$name" "$title" "${waits[*]:--}" "$#" "$@")
+  STAGE_NAMES+="$name "
+  unset IFS
+  [[ "${DRY_RUN:-0}" != 1 ]] || run "$@"
 }
 
-# stage_start NAME CMD...: start the command CMD in the background, its output in $LOGS/NAME.log, which ends with
-# its wall-clock time and exit status (it may finish long before stage_end waits for it). DRY_RUN=1: prints CMD.
-stage_start() {
-  local name=$1
-  shift
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    run "$@"
-    return 0
-  fi
-  if [[ ${#STAGE_PID[@]} -eq 0 ]]; then
-    trap stop_stages EXIT
-    trap 'stop_stages; exit 130' INT
-    trap 'stop_stages; exit 143' TERM
-  fi
-  (
-    child=
-    trap '[[ -z "$child" ]] || kill "$child" 2>/dev/null' TERM # a stopped stage stops its command
-    begin=$EPOCHREALTIME status=0
-    "$@" &
-    child=$!
-    wait "$child" || status=$?
-    [[ "$status" -lt 128 ]] || wait "$child" || true
-    awk -v a="$begin" -v b="$EPOCHREALTIME" -v s="$status" 'BEGIN { printf "== %.1f s, exit status %d\n", b - a, s }'
-    exit "$status"
-  ) >"$LOGS/$name.log" 2>&1 &
-  STAGE_PID[$name]=$!
-}
-
-# stage_end NAME TITLE: wait for stage NAME and print "TITLE  <seconds>  <log>". If it failed: the end of its log, the
-# other stages stopped, and this script exits with the stage's exit status.
-stage_end() {
-  local name=$1 title=$2 status=0 seconds
-  [[ "${DRY_RUN:-0}" != 1 ]] || return 0
-  wait "${STAGE_PID[$name]}" || status=$?
-  unset "STAGE_PID[$name]"
-  seconds=$(tail -n 1 "$LOGS/$name.log" | sed -n 's/^== \([0-9.]*\) s, exit status.*/\1/p')
-  if [[ "$status" == 0 ]]; then
-    printf '  %-52s %6s s   %s\n' "$title" "$seconds" "${LOGS#"$PWD/"}/$name.log"
-    return 0
-  fi
-  stop_stages
-  printf '  %-52s FAILED (exit status %s) after %s s\n\n--- the last 30 lines of %s:\n' "$title" "$status" \
-    "$seconds" "$LOGS/$name.log"
-  tail -n 30 "$LOGS/$name.log"
-  printf -- '---\n'
-  printf 'error: %s failed (exit status %s); its whole output: %s\n' "$title" "$status" "$LOGS/$name.log" >&2
-  exit "$status"
-}
-
-# stage NAME TITLE CMD...: stage_start then stage_end (one stage at a time).
-stage() {
-  stage_start "$1" "${@:3}"
-  stage_end "$1" "$2"
+# run_stages: run the stages added (nothing in a dry run); a stage that fails ends this script with its exit status.
+run_stages() {
+  [[ "${DRY_RUN:-0}" != 1 && ${#STAGES[@]} -gt 0 ]] || return 0
+  "$PYTHON" -m recipes.shared.stages --logs "$LOGS" --preload "$PRELOAD" "${STAGES[@]}"
 }
 
 # have PATH: PATH exists and is kept (a dry run of FRESH=1 only prints its deletions: those paths do not count).

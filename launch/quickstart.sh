@@ -28,7 +28,8 @@ ROWS=${ROWS:-256}
 EVAL_ROWS=${EVAL_ROWS:-64}
 FRESH=${FRESH:-0}
 DRY_RUN=${DRY_RUN:-0}
-PYTHON=${PYTHON:-python}
+# The interpreter itself, not a shim that starts it (pyenv's): the Python stages share its imports (lib.sh run_stages).
+PYTHON=${PYTHON:-$(python -c 'import sys; print(sys.executable)')}
 require_int SEED 0 1
 require_int ROWS 1 256
 require_int EVAL_ROWS 1 64
@@ -82,26 +83,24 @@ fi
 [[ "$DRY_RUN" == 1 ]] ||
   printf 'Quickstart, seed %s, in %s (the whole output of each stage: %s/<stage>.log)\n' "$SEED" "$OUT" "$LOGS"
 
-# 1. Inputs, built side by side.
+# 1. Inputs, built side by side: the records as soon as the raw SAT rows exist.
 [[ ${#claim[@]} -gt 1 ]] || echo "  inputs (SAT records, CV-Bench rows, tiny model): done already"
 if [[ " ${claim[*]} " == *" sat "* ]]; then
-  stage_start sat_raw "$PYTHON" -m data_prep.fixtures.synthetic --kind sat --rows "$ROWS" --seed "$SEED" \
-    --output "$OUT/sat_raw.parquet"
+  add_stage sat_raw "SAT-format data: $ROWS synthetic rows" \
+    "$PYTHON" -m data_prep.fixtures.synthetic --kind sat --rows "$ROWS" --seed "$SEED" --output "$OUT/sat_raw.parquet"
 fi
 if [[ " ${claim[*]} " == *" cvbench.parquet "* ]]; then
-  stage_start cvbench "$PYTHON" -m data_prep.fixtures.synthetic --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" \
-    --output "$OUT/cvbench.parquet"
+  add_stage cvbench "CV-Bench-format data: $EVAL_ROWS synthetic rows" "$PYTHON" -m data_prep.fixtures.synthetic \
+    --kind cvbench --rows "$EVAL_ROWS" --seed "$SEED" --output "$OUT/cvbench.parquet"
 fi
 if [[ " ${claim[*]} " == *" tiny-base "* ]]; then
-  stage_start model "$PYTHON" -m data_prep.fixtures.tiny_model --output "$OUT/tiny-base" --variant base --seed "$SEED"
+  add_stage model "tiny Qwen2-VL (base, random weights)" \
+    "$PYTHON" -m data_prep.fixtures.tiny_model --output "$OUT/tiny-base" --variant base --seed "$SEED"
 fi
 if [[ " ${claim[*]} " == *" sat "* ]]; then
-  stage_end sat_raw "SAT-format data: $ROWS synthetic rows"
-  stage sat "SAT -> chat records (the paper's single-image subset)" "$PYTHON" -m data_prep.sat \
+  AFTER=sat_raw add_stage sat "SAT -> chat records (the paper's single-image subset)" "$PYTHON" -m data_prep.sat \
     --input "$OUT/sat_raw.parquet" --output "$OUT/sat" --seed "$SEED" --multi-image skip
 fi
-[[ " ${claim[*]} " != *" cvbench.parquet "* ]] || stage_end cvbench "CV-Bench-format data: $EVAL_ROWS synthetic rows"
-[[ " ${claim[*]} " != *" tiny-base "* ]] || stage_end model "tiny Qwen2-VL (base, random weights)"
 
 # 2. GRPO. An unfinished run (killed) resumes from its last checkpoint; with none, it starts from the tiny model. One
 # process: the recipe directly (accelerate's launcher would only start a second Python with the same defaults).
@@ -110,9 +109,9 @@ if have "$OUT/grpo_base" && finished "$OUT/grpo_base"; then
   echo "  GRPO on the base model: done already"
 else
   own "$OUT" . grpo_base
-  stage train "GRPO on the base model (tiny config, CPU)" "$PYTHON" recipes/grpo_base.py --config "$CONFIG" \
-    --model_name_or_path "$OUT/tiny-base" --dataset_path "$OUT/sat" --output_dir "$OUT/grpo_base" --seed "$SEED" \
-    --resume_from_checkpoint last "$@"
+  AFTER="model sat" add_stage train "GRPO on the base model (tiny config, CPU)" "$PYTHON" recipes/grpo_base.py \
+    --config "$CONFIG" --model_name_or_path "$OUT/tiny-base" --dataset_path "$OUT/sat" --output_dir "$OUT/grpo_base" \
+    --seed "$SEED" --resume_from_checkpoint last "$@"
   trained=1
 fi
 
@@ -122,9 +121,11 @@ EVAL=$OUT/grpo_base/eval_cvbench
 if [[ "$trained" == 0 ]] && have "$EVAL/summary.json"; then
   echo "  CV-Bench-format evaluation: done already"
 else
-  stage eval "CV-Bench-format evaluation ($EVAL_ROWS rows, greedy)" "$PYTHON" recipes/eval_cvbench.py \
-    --config "$EVAL_CONFIG" --model_name_or_path "$OUT/grpo_base" --dataset "$OUT/cvbench.parquet" --output_dir "$EVAL"
+  AFTER="train cvbench" add_stage eval "CV-Bench-format evaluation ($EVAL_ROWS rows, greedy)" \
+    "$PYTHON" recipes/eval_cvbench.py --config "$EVAL_CONFIG" --model_name_or_path "$OUT/grpo_base" \
+    --dataset "$OUT/cvbench.parquet" --output_dir "$EVAL"
 fi
+run_stages
 
 [[ "$DRY_RUN" != 1 ]] || exit 0
 record_entry "$OUT" . "$KIND" finished "${defined_by[@]}"

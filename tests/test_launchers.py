@@ -301,6 +301,8 @@ def test_quickstart_end_to_end_reruns_reuse_and_other_seeds_are_refused(tmp_path
     assert len(result.stdout.splitlines()) < 40 and not result.stderr.strip(), result.stdout + result.stderr
     for stage in ("sat", "cvbench", "model", "train", "eval"):
         assert f"logs/{stage}.log" in result.stdout and (out / "logs" / f"{stage}.log").stat().st_size > 0
+    # The Python stages shared one import of torch and transformers (recipes/shared/stages.py).
+    assert "Python libraries for the stages, imported once (7)" in result.stdout
     assert "train_runtime" in (out / "logs" / "train.log").read_text()  # the trainer's own output is kept there
     assert list((run / "completions").glob("completions_*.parquet"))  # W&B's completions table still logged
     before = snapshot(out)
@@ -331,7 +333,7 @@ def test_quickstart_failure_shows_the_end_of_the_failing_log_and_keeps_its_exit_
     """A stage that fails: its log's last lines on the console, its exit status kept, the other stages stopped."""
     fake = tmp_path / "python"
     fake.write_text(
-        f"#!/bin/sh\ncase \"$*\" in *data_prep.fixtures.tiny_model*) echo 'a line of the builder'; "
+        f"#!/bin/sh\ncase \"$1 $2\" in '-m data_prep.fixtures.tiny_model') echo 'a line of the builder'; "
         "echo 'out of memory' >&2; "
         f'exit 7;; *) exec {sys.executable} "$@";; esac\n'
     )

@@ -23,5 +23,6 @@ snapshots     half-precision model snapshots along training (``models/step-<N>``
 callbacks     reporting (W&B, console, trajectories, ZeRO partition log)
 heldout       held-out accuracy along training
 compat        upstream workarounds, each version-gated and citing its upstream issue
+stages        a launcher's stages: side by side, logs per stage, Python stages sharing one import (quickstart)
 ============  =======================================================================================================
 """
