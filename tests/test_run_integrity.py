@@ -30,6 +30,9 @@ from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.resolved import RESOLVED_CONFIG
 from recipes.shared.runs import checkpoint_problem
 
+# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("run_integrity")
+
 STEPS = 3
 
 

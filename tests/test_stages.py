@@ -93,7 +93,9 @@ def test_a_warm_stage_is_its_own_process_run_as_python_runs_a_module(workdir):
     log = (workdir / "logs" / "one.log").read_text().splitlines()
     assert log[:2] == ["to stdout", "to stderr"] and log[-1].endswith("s, exit status 0")
     imports, line = result.stdout.splitlines()
-    assert imports.startswith("  Python libraries for the stages, imported once (2)") and imports.endswith(" s")
+    assert imports.startswith("  Python libraries for the stages, imported once (2)") and imports.endswith(
+        "logs/imports.log"
+    )
     assert line.startswith("  stage one") and line.endswith(" s   logs/one.log")
 
 
