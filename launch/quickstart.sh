@@ -5,8 +5,11 @@
 # Environment (default): SEED (0), OUT (outputs/quickstart/seed<SEED>; relative to your directory),
 #   ROWS (256 synthetic SAT rows), EVAL_ROWS (64 CV-Bench rows), FRESH (0: reuse what OUT holds when it was made with
 #   the same settings, resume an unfinished training; 1: delete what the quickstart recorded making in OUT and redo
-#   everything), PYTHON (python), DRY_RUN (0; 1 prints the commands instead of running them and writes nothing).
-# The console gets a short account; each stage's whole output goes to OUT/logs/<stage>.log.
+#   everything), PYTHON (the interpreter `python` starts), DRY_RUN (0; 1 prints the commands instead of running them
+#   and writes nothing).
+# The console gets a short account; each stage's whole output goes to OUT/logs/<stage>.log. The Python stages share
+# one import of torch and transformers (recipes/shared/stages.py); PYTHON set to another interpreter or a wrapper
+# starts each stage as its own command instead.
 # OUT/provenance.json records the seed, sizes, configs and overrides OUT was made with, and what the quickstart
 # created there: a rerun with other settings stops with the differences instead of mixing results, and FRESH=1
 # deletes only those recorded files. A folder with files and no record is never used: choose another OUT.

@@ -25,6 +25,13 @@ def pytest_configure(config):
     properties.quick = "not slow" in (config.getoption("markexpr") or "")
 
 
+def pytest_collection_modifyitems(items):
+    """Files with end-to-end (slow) tests first, each file in its own order: pytest-xdist hands out whole files
+    (``--dist loadfile``) in this order, so the long ones start at once and short ones fill in at the end."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)
+
+
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory):
     """A tiny random Qwen2-VL with no chat template (the base-model stand-in)."""

@@ -27,9 +27,6 @@ from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.errors import RecipeError
 
-# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("curve")
-
 STEPS = 3
 EVAL = ("--config", str(CONFIG_DIR / "eval/tiny.yaml"), "--limit", "6", "--max_new_tokens", "4", "--batch_size", "6")
 

@@ -21,9 +21,6 @@ from recipes import grpo_base, sft_baseline
 from recipes.shared.callbacks import PROMPT_ID_COLUMN, trajectory_rows
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT, run_cli
 
-# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("dashboards")
-
 EXPERIMENTS = ("grpo_base", "grpo_instruct", "sft_baseline", "grpo_base_length")
 GRPO = ("grpo_base", "grpo_instruct", "grpo_base_length")
 DUMPED = ("grpo_base", "grpo_base_length")

@@ -23,9 +23,6 @@ from recipes.shared.errors import RecipeError
 from recipes.shared.models import load_for_inference, lora_coverage, peft_config_for
 from recipes.shared.prompts import render
 
-# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("lora")
-
 LENGTH = ("--reward_funcs", "accuracy", "format", "length", "reflection", "--reward_weights", "1", "1", "1", "0")
 LLM_AND_VISION = ("--lora_target_modules", "q_proj", "v_proj", "qkv")  # qkv: the vision tower's attention
 

@@ -125,6 +125,7 @@ def test_count_records_hold_the_bare_answer():
     assert count_records(seed=1, rows=20, salt="heldout")[3]["images"] != records[3]["images"]
 
 
+@pytest.mark.slow  # decodes three ways on every probe question
 def test_probe_scores_every_mode_with_the_forced_prefix_counted(tiny_base_dir, tmp_path):
     from recipes.mini.aha_probe import MODES, greedy_scores
 

@@ -57,7 +57,10 @@ def heldout_callback(trainer) -> HeldoutAccuracyCallback:
     return next(c for c in trainer.callback_handler.callbacks if isinstance(c, HeldoutAccuracyCallback))
 
 
-@pytest.mark.parametrize(("every", "max_steps", "expected"), [(1, 2, [0, 1, 2]), (2, 3, [0, 2, 3])])
+@pytest.mark.parametrize(
+    ("every", "max_steps", "expected"),
+    [(1, 2, [0, 1, 2]), pytest.param(2, 3, [0, 2, 3], marks=pytest.mark.slow)],  # one of them in the quick loop
+)
 def test_heldout_accuracy_is_logged_at_start_every_n_steps_and_at_the_end(
     every, max_steps, expected, tiny_base_dir, sat_records_dir, color_records, tmp_path
 ):
@@ -94,7 +97,7 @@ def test_heldout_accuracy_works_for_sft_runs(tiny_base_dir, sat_records_dir, col
     assert heldout_callback(trainer).max_new_tokens == 8
 
 
-@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("gated", [True, pytest.param(False, marks=pytest.mark.slow)])  # one in the quick loop
 def test_heldout_accuracy_scores_greedy_answers_with_the_runs_accuracy_reward(
     gated, tiny_base_dir, sat_records_dir, color_records, tmp_path, monkeypatch
 ):

@@ -21,9 +21,6 @@ from recipes.shared import provenance
 from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.run_folder import KIND
 
-# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("ownership")
-
 USER_FILES = {
     "reference.safetensors": b"the user's reference weights",
     "tokenizer_notes.json": b'{"note": "mine"}',

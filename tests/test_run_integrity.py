@@ -30,9 +30,6 @@ from recipes.shared.cli import CONFIG_DIR, REPO_ROOT
 from recipes.shared.resolved import RESOLVED_CONFIG
 from recipes.shared.runs import checkpoint_problem
 
-# Its module fixtures are expensive: one xdist worker runs every test here (pyproject.toml: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("run_integrity")
-
 STEPS = 3
 
 
@@ -298,7 +295,11 @@ def test_resuming_into_another_architecture_is_refused(run_copy, sat_records_dir
     ("damage", "reason"),
     [
         (lambda c: truncate(c / "model.safetensors"), "model.safetensors is unreadable"),  # killed while saving
-        (lambda c: unpicklable(c / "optimizer.pt"), "optimizer.pt opens but does not load"),
+        pytest.param(
+            lambda c: unpicklable(c / "optimizer.pt"),
+            "optimizer.pt opens but does not load",
+            marks=pytest.mark.slow,  # trains as the other does: one of them in the quick loop
+        ),
     ],
     ids=["weights-torn", "optimizer-unpicklable"],
 )

@@ -255,10 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         stages = parse_plan(args.plan)
     except ValueError as err:
         parser.error(str(err))
-    stages_box: list[list[Stage]] = [stages]
 
-    def interrupted(signum, _frame):
-        stop(stages_box[0])
+    def interrupted(signum, _frame):  # Ctrl-C or a kill: the stages (each in its own process group) stop too
+        stop(stages)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGINT, interrupted)
