@@ -198,10 +198,9 @@ add_stage() {
   local name=$1 title=$2 wait waits=()
   shift 2
   for wait in ${AFTER:-}; do [[ "$STAGE_NAMES" != *" $wait "* ]] || waits+=("$wait"); done
-  local IFS=,
-  STAGES+=("$name" "$title" "${waits[*]:--}" "$#" "$@")
+  waits=("$(IFS=,; echo "${waits[*]}")")
+  STAGES+=("$name" "$title" "${waits[0]:--}" "$#" "$@")
   STAGE_NAMES+="$name "
-  unset IFS
   [[ "${DRY_RUN:-0}" != 1 ]] || run "$@"
 }
 

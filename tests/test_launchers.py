@@ -302,7 +302,7 @@ def test_quickstart_end_to_end_reruns_reuse_and_other_seeds_are_refused(tmp_path
     for stage in ("sat", "cvbench", "model", "train", "eval"):
         assert f"logs/{stage}.log" in result.stdout and (out / "logs" / f"{stage}.log").stat().st_size > 0
     # The Python stages shared one import of torch and transformers (recipes/shared/stages.py).
-    assert "Python libraries for the stages, imported once (7)" in result.stdout
+    assert "7 Python libraries, imported once for the stages" in result.stdout
     assert "train_runtime" in (out / "logs" / "train.log").read_text()  # the trainer's own output is kept there
     assert list((run / "completions").glob("completions_*.parquet"))  # W&B's completions table still logged
     before = snapshot(out)

@@ -93,7 +93,7 @@ def test_a_warm_stage_is_its_own_process_run_as_python_runs_a_module(workdir):
     log = (workdir / "logs" / "one.log").read_text().splitlines()
     assert log[:2] == ["to stdout", "to stderr"] and log[-1].endswith("s, exit status 0")
     imports, line = result.stdout.splitlines()
-    assert imports.startswith("  Python libraries for the stages, imported once (2)") and imports.endswith(
+    assert imports.startswith("  2 Python libraries, imported once for the stages") and imports.endswith(
         "logs/imports.log"
     )
     assert line.startswith("  stage one") and line.endswith(" s   logs/one.log")
@@ -114,7 +114,7 @@ def test_cold_and_other_interpreters_run_the_command_as_given(workdir):
 
 def test_a_stage_waits_for_the_stages_it_names_and_the_account_keeps_the_given_order(workdir):
     plan = [
-        module_stage("slow", "-", workdir / "slow", "sleep", "1.5"),
+        module_stage("slow", "-", workdir / "slow", "sleep", "2.5"),
         module_stage("fast", "-", workdir / "fast"),
         module_stage("after", "slow,fast", workdir / "after"),
     ]

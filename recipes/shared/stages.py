@@ -206,7 +206,7 @@ def run(stages: list[Stage], logs: Path, preloads: list[str] | None = None) -> i
         # and a child's exit takes ~0.5 s instead of ~2 s), as the `gc` module's documentation advises before forking.
         gc.freeze()
         if preloaded:
-            title = f"Python libraries for the stages, imported once ({len(preloads or [])})"
+            title = f"{len(preloads or [])} Python libraries, imported once for the stages"
             print(f"  {title:<52} {time.monotonic() - began:6.1f} s   {relative(logs / 'imports.log')}", flush=True)
         else:
             for stage in stages:
