@@ -71,11 +71,21 @@ def run_stages(workdir: Path, *plan: list[str], cold: bool = False, wait: bool =
     argv += [] if cold else ["--preload", "json,stagepkg.heavy"]
     argv += [word for words in plan for word in words]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(workdir), str(REPO_ROOT)])}
-    runner = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runner = subprocess.Popen(
+        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     if not wait:
         return runner
     stdout, stderr = runner.communicate(timeout=120)
     return subprocess.CompletedProcess(argv, runner.returncode, stdout, stderr), runner.pid
+
+
+def shim(workdir: Path) -> Path:
+    """A wrapper that starts this interpreter: the runner starts its stages as given (cold)."""
+    path = workdir / "python-shim"
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
 def seen(folder: Path) -> dict:
@@ -104,10 +114,7 @@ def test_cold_and_other_interpreters_run_the_command_as_given(workdir):
     assert result.returncode == 0, result.stderr
     assert not seen(workdir / "one")["preloaded"] and seen(workdir / "one")["name"] == "__main__"
     assert "imported once" not in result.stdout
-    shim = workdir / "python-shim"
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
-    shim.chmod(0o755)
-    result, _ = run_stages(workdir, stage("two", "-", str(shim), "-m", "stagepkg.step", str(workdir / "one")))
+    result, _ = run_stages(workdir, stage("two", "-", str(shim(workdir)), "-m", "stagepkg.step", str(workdir / "one")))
     assert result.returncode == 0, result.stderr
     assert not seen(workdir / "one")["preloaded"]  # not this interpreter: started as given
 
@@ -159,15 +166,24 @@ def test_a_stage_killed_by_a_signal_reports_it_as_a_shell_does(workdir):
     assert "FAILED (exit status 137)" in result.stdout
 
 
-def test_stopping_the_runner_stops_its_stages(workdir):
-    runner = run_stages(workdir, module_stage("long", "-", workdir / "long", "sleep", "60"), wait=False)
-    log = workdir / "logs" / "long.log"
+@pytest.mark.parametrize("how", ["runner", "group"])
+def test_stopping_the_runner_stops_its_stages(workdir, how):
+    """SIGTERM to the runner alone, or SIGKILL to its process group (what a harness or a job system sends)."""
+    (workdir / "cold").mkdir()
+    cold = stage("cold", "-", str(shim(workdir)), "-m", "stagepkg.step", str(workdir / "cold"), "sleep", "60")
+    runner = run_stages(workdir, cold, module_stage("long", "-", workdir / "long", "sleep", "60"), wait=False)
+    logs = [workdir / "logs" / "cold.log", workdir / "logs" / "long.log"]
     deadline = time.time() + 60
-    while time.time() < deadline and not (log.exists() and "to stderr" in log.read_text()):
+    while time.time() < deadline and not all(log.exists() and "to stderr" in log.read_text() for log in logs):
         time.sleep(0.1)
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    if how == "runner":
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    else:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
     assert_stopped(workdir / "long")
+    assert_stopped(workdir / "cold")
 
 
 @pytest.mark.parametrize(

@@ -102,8 +102,10 @@ def preload(modules: list[str]) -> bool:
 
 
 def _run_child(stage: Stage) -> None:
-    """In the forked child: the stage's output to its log, then its command; exits, never returns."""
-    os.setpgid(0, 0)  # the stage and whatever it starts are stopped together
+    """In the forked child: the stage's output to its log, then its command; exits, never returns.
+
+    The child stays in the launcher's process group: whatever stops the launcher's group (Ctrl-C, a job system, a
+    harness's ``killpg``) stops every stage with it, even this process killed by SIGKILL."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     point_output_at(stage.log)
@@ -144,7 +146,7 @@ def stop(stages: list[Stage]) -> None:
     for stage in stages:
         if stage.pid is not None and stage.status is None:
             try:
-                os.killpg(stage.pid, signal.SIGTERM)
+                os.kill(stage.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
 
-    def interrupted(signum, _frame):  # Ctrl-C or a kill: the stages (each in its own process group) stop too
+    def interrupted(signum, _frame):  # a kill of this process alone: the stages stop too
         stop(stages)
         os._exit(128 + signum)
 
