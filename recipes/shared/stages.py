@@ -8,14 +8,14 @@ console gets one line per stage, in the order given: its title, its wall-clock s
 stops the others; the console shows the end of its log, and its exit status becomes this command's (128 + N for a
 stage killed by signal N, as a shell reports it).
 
-Warm stages (``--preload``). A Python process spends about 6 s of a 2-core CPU importing torch, torchvision and
-transformers before it does anything, and a launcher whose stages run one after another (build a model, train it,
-evaluate it) pays that at every stage. With ``--preload``, this process imports those modules once, and a stage whose
-command is ``PYTHON -m MODULE ...`` or ``PYTHON SCRIPT.py ...``, where PYTHON is the interpreter running this file,
-runs in a child forked from it: still a process of its own (its own exit status, signals, memory and global state,
-freed at its end), running the module as ``python`` would (``__main__``, ``sys.argv``, ``sys.path[0]``, ``atexit``).
-Only the imports are shared. This process imports and forks, nothing else: it starts no thread (if an import did, the
-stages start cold) and computes nothing.
+Warm stages (``--preload``). A Python process spends about 8 s of a 2-core CPU importing torch, torchvision and
+transformers before it does anything (and about 2 s tearing them down at its exit), and a launcher whose stages run
+one after another (build a model, train it, evaluate it) pays that at every stage. With ``--preload``, this process
+imports those modules once, and a stage whose command is ``PYTHON -m MODULE ...`` or ``PYTHON SCRIPT.py ...``, where
+PYTHON is the interpreter running this file, runs in a child forked from it: still a process of its own (its own exit
+status, signals, memory and global state, freed at its end), running the module as ``python`` would (``__main__``,
+``sys.argv``, ``sys.path[0]``, ``atexit``). Only the imports are shared. This process imports and forks, nothing
+else: it starts no thread (if an import did, the stages start cold) and computes nothing.
 
 What may be preloaded: modules whose import leaves nothing that a child's exit removes. Each child runs the exit
 handlers it inherits, so a module that makes a temporary folder at import and removes it at exit (W&B's media folder,
