@@ -195,11 +195,11 @@ STAGE_NAMES=" "
 # add_stage NAME TITLE CMD...: stage NAME runs CMD once the stages named in AFTER (set before the call, among those
 # added already; the others are done) have succeeded.
 add_stage() {
-  local name=$1 title=$2 wait waits=()
+  local name=$1 title=$2 wait waits=() joined
   shift 2
   for wait in ${AFTER:-}; do [[ "$STAGE_NAMES" != *" $wait "* ]] || waits+=("$wait"); done
-  waits=("$(IFS=,; echo "${waits[*]}")")
-  STAGES+=("$name" "$title" "${waits[0]:--}" "$#" "$@")
+  joined=$(IFS=,; echo "${waits[*]}")
+  STAGES+=("$name" "$title" "${joined:--}" "$#" "$@")
   STAGE_NAMES+="$name "
   [[ "${DRY_RUN:-0}" != 1 ]] || run "$@"
 }
